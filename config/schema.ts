@@ -1,0 +1,165 @@
+import { z } from 'zod';
+
+// The pgrunbook.yaml schema. Types share their schema's name. Secrets are never values in this
+// file: they are names of environment variables (`*Env`) or `${VAR}` references in URLs, resolved
+// inside the worker only.
+
+const Id = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'expected an id of lowercase letters, digits, "-" and "_" (at most 63 characters)');
+
+const EnvName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected the name of an environment variable');
+
+const Seconds = z.number().int().positive();
+
+export const TemporalConfig = z
+  .object({
+    address: z.string().min(1).default('localhost:7233'),
+    namespace: z.string().min(1).default('default'),
+    taskQueue: z.string().min(1).default('pgrunbook'),
+    /** mTLS or server-TLS. File paths; the files are read by the process that connects. */
+    tls: z
+      .object({
+        serverNameOverride: z.string().optional(),
+        caFile: z.string().optional(),
+        certFile: z.string().optional(),
+        keyFile: z.string().optional(),
+      })
+      .strict()
+      .optional(),
+    /** Name of the environment variable holding a Temporal Cloud API key (implies TLS). */
+    apiKeyEnv: EnvName.optional(),
+  })
+  .strict();
+export type TemporalConfig = z.infer<typeof TemporalConfig>;
+
+export const LocalRepositoryConfig = z
+  .object({
+    type: z.literal('local'),
+    /** Directory holding backups; relative paths are relative to the config file. */
+    path: z.string().min(1),
+  })
+  .strict();
+export type LocalRepositoryConfig = z.infer<typeof LocalRepositoryConfig>;
+
+export const S3RepositoryConfig = z
+  .object({
+    type: z.literal('s3'),
+    bucket: z.string().min(3),
+    prefix: z.string().default(''),
+    /** Custom endpoint (SeaweedFS, MinIO, ...); omit for AWS. */
+    endpoint: z.url().optional(),
+    region: z.string().min(1).default('us-east-1'),
+    forcePathStyle: z.boolean().default(false),
+    accessKeyIdEnv: EnvName.default('AWS_ACCESS_KEY_ID'),
+    secretAccessKeyEnv: EnvName.default('AWS_SECRET_ACCESS_KEY'),
+    sessionTokenEnv: EnvName.optional(),
+    /** Multipart part size. Memory held per upload is about partSizeMiB x queueSize. */
+    partSizeMiB: z.number().int().min(5).max(512).default(8),
+    queueSize: z.number().int().min(1).max(16).default(2),
+  })
+  .strict();
+export type S3RepositoryConfig = z.infer<typeof S3RepositoryConfig>;
+
+export const RepositoryConfig = z.discriminatedUnion('type', [LocalRepositoryConfig, S3RepositoryConfig]);
+export type RepositoryConfig = z.infer<typeof RepositoryConfig>;
+
+export const Compression = z
+  .string()
+  .regex(/^(none|gzip(:[1-9])?|zstd(:([1-9]|1[0-9]|2[0-2]))?|lz4(:([1-9]|1[0-2]))?)$/, 'expected none, gzip[:1-9], zstd[:1-22] or lz4[:1-12]');
+
+export const DumpOptions = z
+  .object({
+    /** custom: pg_dump -Fc (seed 000); plain: SQL with --clean --if-exists, gzipped (seeds 001, 004). */
+    format: z.enum(['custom', 'plain']).default('custom'),
+    /** Compression. gzip:6 is the seeds' -Z6. zstd and lz4 need pg_dump 16+. */
+    compression: Compression.default('gzip:6'),
+    excludeSchemas: z.array(z.string().min(1)).default([]),
+    excludeTables: z.array(z.string().min(1)).default([]),
+    /** Exact per-table row counts taken in the dump's own snapshot, for restore verification. */
+    rowCounts: z.boolean().default(true),
+  })
+  .strict();
+export type DumpOptions = z.infer<typeof DumpOptions>;
+
+export const DatabaseConfig = z
+  .object({
+    /** postgres://user:${DB_PASSWORD}@host:5432/dbname?sslmode=require; ${VAR} is substituted in the worker. */
+    url: z.string().min(1).optional(),
+    host: z.string().min(1).optional(),
+    port: z.number().int().min(1).max(65535).optional(),
+    user: z.string().min(1).optional(),
+    dbname: z.string().min(1).optional(),
+    passwordEnv: EnvName.optional(),
+    sslmode: z.enum(['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full']).optional(),
+    /** Repository id; defaults to defaults.repository, or the only repository. */
+    repository: Id.optional(),
+    dump: DumpOptions.default(DumpOptions.parse({})),
+    /** Query returning one value: the schema version (e.g. SELECT version_num FROM alembic_version). */
+    schemaVersionQuery: z.string().min(1).optional(),
+    /** Directory of pg_dump/pg_restore/psql to use instead of automatic selection. */
+    pgBinDir: z.string().min(1).optional(),
+  })
+  .strict()
+  .superRefine((db, ctx) => {
+    if (db.url && (db.host || db.dbname || db.port || db.user)) {
+      ctx.addIssue({ code: 'custom', message: 'give either url or discrete host/port/user/dbname fields, not both' });
+    }
+    if (!db.url && !db.dbname) {
+      ctx.addIssue({ code: 'custom', message: 'expected a connection: url, or dbname with host/port/user', path: ['url'] });
+    }
+  });
+export type DatabaseConfig = z.infer<typeof DatabaseConfig>;
+
+export const TimeoutsConfig = z
+  .object({
+    /** A worker that stops heartbeating for this long is presumed dead and its step is retried elsewhere. */
+    heartbeatSeconds: Seconds.default(30),
+    /** Upper bound for one dump, verify or upload. */
+    longStepHours: z.number().positive().default(24),
+  })
+  .strict();
+
+export const RetryConfig = z
+  .object({
+    /** Attempts for steps that fail transiently (connection refused, timeouts). */
+    maxAttempts: z.number().int().min(1).max(100).default(5),
+    initialIntervalSeconds: z.number().positive().default(1),
+    maximumIntervalSeconds: z.number().positive().default(60),
+  })
+  .strict();
+
+export const Config = z
+  .object({
+    temporal: TemporalConfig.default(TemporalConfig.parse({})),
+    repositories: z.record(Id, RepositoryConfig),
+    databases: z.record(Id, DatabaseConfig),
+    defaults: z.object({ repository: Id.optional() }).strict().default({}),
+    timeouts: TimeoutsConfig.default(TimeoutsConfig.parse({})),
+    retry: RetryConfig.default(RetryConfig.parse({})),
+  })
+  .strict()
+  .superRefine((config, ctx) => {
+    const repositoryIds = Object.keys(config.repositories);
+    if (repositoryIds.length === 0) {
+      ctx.addIssue({ code: 'custom', path: ['repositories'], message: 'expected at least one repository' });
+    }
+    if (config.defaults.repository && !config.repositories[config.defaults.repository]) {
+      ctx.addIssue({ code: 'custom', path: ['defaults', 'repository'], message: `unknown repository "${config.defaults.repository}"; known: ${repositoryIds.join(', ')}` });
+    }
+    for (const [id, db] of Object.entries(config.databases)) {
+      if (db.repository && !config.repositories[db.repository]) {
+        ctx.addIssue({ code: 'custom', path: ['databases', id, 'repository'], message: `unknown repository "${db.repository}"; known: ${repositoryIds.join(', ')}` });
+      }
+    }
+  });
+export type Config = z.infer<typeof Config>;
+
+/** The repository a database backs up to, unless a backup names another. */
+export function defaultRepositoryId(config: Config, databaseId: string): string {
+  const explicit = config.databases[databaseId]?.repository ?? config.defaults.repository;
+  if (explicit) return explicit;
+  const [first] = Object.keys(config.repositories);
+  if (!first) throw new Error('no repositories configured');
+  return first;
+}

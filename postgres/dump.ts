@@ -1,0 +1,108 @@
+import { createGzip } from 'node:zlib';
+import pg from 'pg';
+import type { DumpFormat } from '../repository/layout.js';
+import { ChecksumStream } from '../repository/checksum-stream.js';
+import type { Repository } from '../repository/types.js';
+import { finished, spawnTool } from '../process/run.js';
+import { countRows, listTables, probeSchemaVersion, type SchemaVersion } from './catalog.js';
+import { libpqEnv, pgClientConfig, type ConnectionParams } from './connection.js';
+import { failure } from './errors.js';
+import type { ClientTools } from './tools.js';
+
+export interface DumpRequest {
+  params: ConnectionParams;
+  tools: ClientTools;
+  repository: Repository;
+  key: string;
+  format: DumpFormat;
+  /** none | gzip[:N] | zstd[:N] | lz4[:N] */
+  compression: string;
+  excludeSchemas: string[];
+  excludeTables: string[];
+  rowCounts: boolean;
+  schemaVersionQuery?: string;
+  signal?: AbortSignal;
+  onBytes?: (bytes: number) => void;
+}
+
+export interface DumpOutcome {
+  size: number;
+  sha256: string;
+  rowCounts: Record<string, number> | null;
+  schemaVersion: SchemaVersion;
+}
+
+/** pg_dump's compression arguments; zstd and lz4 exist from pg_dump 16 on. */
+export function compressionArgs(format: DumpFormat, compression: string, pgDumpMajor: number): string[] {
+  // Plain dumps are gzipped by pgrunbook itself (seed 001/004's `| gzip`), so pg_dump writes SQL.
+  if (format === 'plain') return [];
+  const [method, level] = compression.split(':') as [string, string | undefined];
+  if (method === 'none') return ['-Z0'];
+  if (method === 'gzip') return pgDumpMajor >= 16 ? [`--compress=gzip:${level ?? 6}`] : [`-Z${level ?? 6}`];
+  if (pgDumpMajor < 16) {
+    throw failure('VersionIncompatible', `compression ${compression} needs pg_dump 16 or newer; this worker's pg_dump is ${pgDumpMajor}`, 'use compression: gzip:6, or install PostgreSQL 16+ client tools on the worker');
+  }
+  return [`--compress=${method}${level ? `:${level}` : ''}`];
+}
+
+export function gzipLevel(compression: string): number {
+  const [method, level] = compression.split(':');
+  return method === 'none' ? 0 : Number(level ?? 6);
+}
+
+/**
+ * Streams pg_dump straight into the repository, computing sha256 and size on the way; no local
+ * copy. Row counts and the schema version are read in the very snapshot pg_dump dumps (exported
+ * by a REPEATABLE READ transaction and handed over with --snapshot), so they describe exactly
+ * the dumped data even while the application keeps writing.
+ */
+export async function dumpToRepository(request: DumpRequest): Promise<DumpOutcome> {
+  const { params, tools, repository, key, format, signal } = request;
+  const client = new pg.Client(pgClientConfig(params));
+  await client.connect();
+  try {
+    await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
+    const { rows } = await client.query<{ snapshot: string }>('SELECT pg_export_snapshot() AS snapshot');
+    const snapshot = rows[0]!.snapshot;
+
+    const args = [
+      `--format=${format === 'custom' ? 'custom' : 'plain'}`,
+      ...compressionArgs(format, request.compression, tools.major),
+      `--snapshot=${snapshot}`,
+      '--no-password',
+      ...(format === 'plain' ? ['--clean', '--if-exists'] : []),
+      ...request.excludeSchemas.map((s) => `--exclude-schema=${s}`),
+      ...request.excludeTables.map((t) => `--exclude-table=${t}`),
+    ];
+    const child = spawnTool(tools.pgDump, args, { env: libpqEnv(params), cancelSignal: signal });
+    const checksum = new ChecksumStream({ beforeEnd: () => finished('pg_dump', child), onBytes: request.onBytes });
+    if (format === 'plain') child.stdout.pipe(createGzip({ level: gzipLevel(request.compression) })).pipe(checksum);
+    else child.stdout.pipe(checksum);
+    // If the repository write fails first (e.g. S3 down), pg_dump must not linger.
+    const written = repository.write(key, checksum, { signal }).catch((error: unknown) => {
+      child.kill('SIGTERM');
+      throw error;
+    });
+
+    const facts = (async () => {
+      const rowCounts = request.rowCounts ? await countRows(client, await listTables(client)) : null;
+      const schemaVersion = await probeSchemaVersion(client, request.schemaVersionQuery);
+      return { rowCounts, schemaVersion };
+    })();
+
+    const [{ size }, { rowCounts, schemaVersion }] = await Promise.all([written, facts]);
+    await client.query('COMMIT');
+    return { size, sha256: checksum.digest(), rowCounts, schemaVersion };
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+/** Streams `pg_dump --schema-only` (seed 003's schema.sql) into the repository. */
+export async function dumpSchemaToRepository(request: Pick<DumpRequest, 'params' | 'tools' | 'repository' | 'key' | 'signal'>): Promise<{ size: number; sha256: string }> {
+  const child = spawnTool(request.tools.pgDump, ['--schema-only', '--no-password'], { env: libpqEnv(request.params), cancelSignal: request.signal });
+  const checksum = new ChecksumStream({ beforeEnd: () => finished('pg_dump --schema-only', child) });
+  child.stdout.pipe(checksum);
+  const { size } = await request.repository.write(request.key, checksum, { signal: request.signal });
+  return { size, sha256: checksum.digest() };
+}

@@ -1,0 +1,99 @@
+import { once } from 'node:events';
+import { createGunzip } from 'node:zlib';
+import { execa } from 'execa';
+import type { DumpFormat } from '../repository/layout.js';
+import { ChecksumStream } from '../repository/checksum-stream.js';
+import type { Verification } from '../repository/manifest.js';
+import type { Repository } from '../repository/types.js';
+import { scrubSecrets } from '../process/secrets.js';
+
+export interface VerifyRequest {
+  repository: Repository;
+  key: string;
+  format: DumpFormat;
+  expected: { size: number; sha256: string };
+  pgRestore: string;
+  signal?: AbortSignal;
+  onBytes?: (bytes: number) => void;
+}
+
+const DUMP_COMPLETE = '-- PostgreSQL database dump complete';
+
+/**
+ * Re-reads the stored artifact once, end to end: its sha256 and size must match what was
+ * written, and it must be readable by the stock tools: `pg_restore -l` lists a custom archive's
+ * table of contents; a plain dump must gunzip cleanly and end with pg_dump's completion marker.
+ */
+export async function verifyArtifact(request: VerifyRequest): Promise<Verification> {
+  const checkedAt = new Date().toISOString();
+  const checksum = new ChecksumStream({ onBytes: request.onBytes });
+  let tocEntries: number | null = null;
+  let completeMarker: boolean | null = null;
+  let readerError: string | undefined;
+  try {
+    const source = await request.repository.read(request.key, { signal: request.signal });
+    source.pipe(checksum);
+    if (request.format === 'custom') {
+      const listing = await listArchive(checksum, request.pgRestore, request.signal);
+      tocEntries = listing.entries;
+      readerError = listing.error;
+    } else {
+      completeMarker = await endsWithCompleteMarker(checksum);
+      if (!completeMarker) readerError = 'the SQL dump does not end with pg_dump\'s completion marker (truncated?)';
+    }
+  } catch (error) {
+    readerError = scrubSecrets((error as Error).message);
+  }
+  const sha256 = checksum.digest();
+  const sha256Matches = sha256 === request.expected.sha256;
+  const sizeMatches = checksum.bytes === request.expected.size;
+  const problems = [
+    !sizeMatches && `size ${checksum.bytes} differs from the ${request.expected.size} bytes written`,
+    !sha256Matches && `sha256 ${sha256} differs from ${request.expected.sha256} computed while writing`,
+    readerError,
+  ].filter(Boolean);
+  return {
+    ok: problems.length === 0,
+    checkedAt,
+    sha256Matches,
+    sizeMatches,
+    tocEntries,
+    completeMarker,
+    ...(problems.length > 0 ? { error: problems.join('; ') } : {}),
+  };
+}
+
+/**
+ * Feeds the stream to `pg_restore -l` on stdin while draining it all for the checksum:
+ * pg_restore stops reading after the table of contents, the hash must see every byte.
+ */
+async function listArchive(stream: ChecksumStream, pgRestore: string, signal?: AbortSignal): Promise<{ entries: number | null; error?: string }> {
+  const child = execa(pgRestore, ['-l'], { stdin: 'pipe', reject: false, cancelSignal: signal });
+  let stdinOpen = true;
+  child.stdin.on('error', () => {
+    stdinOpen = false;
+  });
+  child.stdin.on('close', () => {
+    stdinOpen = false;
+  });
+  for await (const chunk of stream) {
+    if (stdinOpen && !child.stdin.write(chunk)) {
+      await Promise.race([once(child.stdin, 'drain'), once(child.stdin, 'close')]);
+    }
+  }
+  if (stdinOpen) child.stdin.end();
+  const result = await child;
+  if (result.exitCode !== 0) {
+    return { entries: null, error: `pg_restore -l failed: ${scrubSecrets(String(result.stderr).trim().split('\n').slice(-3).join(' '))}` };
+  }
+  const entries = String(result.stdout).split('\n').filter((line) => line.trim() && !line.startsWith(';')).length;
+  return { entries };
+}
+
+async function endsWithCompleteMarker(stream: ChecksumStream): Promise<boolean> {
+  const gunzip = createGunzip();
+  stream.pipe(gunzip);
+  let tail = '';
+  for await (const chunk of gunzip) tail = (tail + (chunk as Buffer).toString('utf8')).slice(-512);
+  return tail.includes(DUMP_COMPLETE);
+}

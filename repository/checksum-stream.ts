@@ -1,0 +1,46 @@
+import { createHash } from 'node:crypto';
+import { Transform, type TransformCallback } from 'node:stream';
+
+/**
+ * Pass-through that computes sha256 and size of what flows through it.
+ *
+ * `beforeEnd` gates the end of the stream: the stream ends only if it resolves, and errors if it
+ * rejects. The dump uses it to wait for pg_dump's exit status, so a pg_dump that dies mid-way
+ * makes the repository write fail (and abort) instead of publishing a truncated artifact.
+ */
+export class ChecksumStream extends Transform {
+  private readonly hash = createHash('sha256');
+  bytes = 0;
+
+  constructor(private readonly options: { beforeEnd?: () => Promise<void>; onBytes?: (bytes: number) => void } = {}) {
+    super({ highWaterMark: 1 << 20 });
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.hash.update(chunk);
+    this.bytes += chunk.length;
+    this.options.onBytes?.(this.bytes);
+    callback(null, chunk);
+  }
+
+  override _flush(callback: TransformCallback): void {
+    if (!this.options.beforeEnd) return callback();
+    this.options.beforeEnd().then(() => callback(), (error: Error) => callback(error));
+  }
+
+  digest(): string {
+    return this.hash.digest('hex');
+  }
+}
+
+/** Calls `report` at most every `intervalMs` with bytes done and the rate since the start. */
+export function progressReporter(report: (progress: { bytes: number; bytesPerSecond: number }) => void, intervalMs = 2_000): (bytes: number) => void {
+  const started = Date.now();
+  let last = 0;
+  return (bytes) => {
+    const now = Date.now();
+    if (now - last < intervalMs) return;
+    last = now;
+    report({ bytes, bytesPerSecond: Math.round(bytes / Math.max((now - started) / 1000, 0.001)) });
+  };
+}

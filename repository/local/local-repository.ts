@@ -1,0 +1,121 @@
+import { randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
+import { basename, dirname, join, relative, sep } from 'node:path';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { ObjectInfo, Repository } from '../types.js';
+
+// In-progress writes live next to their final name as ".<name>.<random>.partial" and are never
+// listed; publishing is fsync + rename + fsync of the directory.
+const PARTIAL = /^\..+\.[0-9a-f]{12}\.partial$/;
+
+export class LocalRepository implements Repository {
+  readonly features = { atomicPublish: true, listsIncompleteWrites: true } as const;
+  readonly location: string;
+
+  constructor(
+    readonly id: string,
+    private readonly root: string,
+  ) {
+    this.location = root;
+  }
+
+  private path(key: string): string {
+    const path = join(this.root, ...key.split('/'));
+    if (!path.startsWith(this.root + sep)) throw new Error(`key escapes the repository: ${key}`);
+    return path;
+  }
+
+  async write(key: string, body: Readable, options: { signal?: AbortSignal } = {}): Promise<{ size: number }> {
+    const target = this.path(key);
+    await mkdir(dirname(target), { recursive: true });
+    const temp = join(dirname(target), `.${basename(target)}.${randomBytes(6).toString('hex')}.partial`);
+    try {
+      await pipeline(body, createWriteStream(temp, { flags: 'wx' }), { signal: options.signal });
+      const handle = await open(temp, 'r');
+      try {
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      const { size } = await stat(temp);
+      await rename(temp, target);
+      await syncDirectory(dirname(target));
+      return { size };
+    } catch (error) {
+      await unlink(temp).catch(() => undefined);
+      throw error;
+    }
+  }
+
+  async read(key: string, options: { signal?: AbortSignal } = {}): Promise<Readable> {
+    const path = this.path(key);
+    // Open eagerly so a missing key fails here, not on the first read.
+    const handle = await open(path, 'r');
+    return createReadStream(path, { fd: handle.fd, signal: options.signal, highWaterMark: 1 << 20 });
+  }
+
+  async stat(key: string): Promise<ObjectInfo | undefined> {
+    try {
+      const s = await stat(this.path(key));
+      return s.isFile() ? { key, size: s.size, modified: s.mtime } : undefined;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw error;
+    }
+  }
+
+  async list(prefix: string): Promise<ObjectInfo[]> {
+    const out: ObjectInfo[] = [];
+    const walk = async (dir: string): Promise<void> => {
+      let entries;
+      try {
+        entries = await readdir(dir, { withFileTypes: true });
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+        throw error;
+      }
+      for (const entry of entries) {
+        const path = join(dir, entry.name);
+        if (entry.isDirectory()) await walk(path);
+        else if (entry.isFile() && !PARTIAL.test(entry.name)) {
+          const key = relative(this.root, path).split(sep).join('/');
+          if (!key.startsWith(prefix)) continue;
+          const s = await stat(path);
+          out.push({ key, size: s.size, modified: s.mtime });
+        }
+      }
+    };
+    // Walk only the deepest directory the prefix names.
+    const dirPart = prefix.includes('/') ? prefix.slice(0, prefix.lastIndexOf('/')) : '';
+    await walk(dirPart ? this.path(dirPart) : this.root);
+    return out.sort((a, b) => a.key.localeCompare(b.key));
+  }
+
+  async delete(key: string): Promise<void> {
+    await rm(this.path(key), { force: true });
+  }
+
+  async removeIncompleteWrites(key: string): Promise<number> {
+    const target = this.path(key);
+    let entries: string[];
+    try {
+      entries = await readdir(dirname(target));
+    } catch {
+      return 0;
+    }
+    const mine = entries.filter((name) => name.startsWith(`.${basename(target)}.`) && PARTIAL.test(name));
+    await Promise.all(mine.map((name) => rm(join(dirname(target), name), { force: true })));
+    return mine.length;
+  }
+}
+
+async function syncDirectory(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}

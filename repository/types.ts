@@ -1,0 +1,50 @@
+import type { Readable } from 'node:stream';
+
+/** What a storage driver can do, so callers never branch on the driver type. */
+export interface RepositoryFeatures {
+  /** Local filesystems publish by rename; S3 by completing a multipart upload. Both are atomic. */
+  readonly atomicPublish: true;
+  /** Incomplete writes are separate objects that can be listed and removed (temp files, multipart uploads). */
+  readonly listsIncompleteWrites: boolean;
+}
+
+export interface ObjectInfo {
+  key: string;
+  size: number;
+  modified: Date;
+}
+
+/**
+ * A place backups live: a local directory or an S3 bucket/prefix. Keys are slash-separated,
+ * relative to the repository root.
+ *
+ * Invariant: a key becomes visible only once its content is complete. A write that fails or is
+ * aborted leaves nothing visible under the key.
+ */
+export interface Repository {
+  readonly id: string;
+  /** Human-readable location: an absolute path or s3://bucket/prefix. */
+  readonly location: string;
+  readonly features: RepositoryFeatures;
+  /** Streams `body` to `key`, publishing it atomically when `body` ends without error. */
+  write(key: string, body: Readable, options?: { signal?: AbortSignal }): Promise<{ size: number }>;
+  read(key: string, options?: { signal?: AbortSignal }): Promise<Readable>;
+  stat(key: string): Promise<ObjectInfo | undefined>;
+  /** Complete objects whose key starts with `prefix`, sorted by key. */
+  list(prefix: string): Promise<ObjectInfo[]>;
+  /** Idempotent: deleting a missing key succeeds. */
+  delete(key: string): Promise<void>;
+  /** Removes incomplete writes to `key` left by a crashed or killed writer; returns how many. */
+  removeIncompleteWrites(key: string): Promise<number>;
+}
+
+export async function readAll(repository: Repository, key: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of await repository.read(key)) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+export async function writeAll(repository: Repository, key: string, content: string | Buffer): Promise<{ size: number }> {
+  const { Readable } = await import('node:stream');
+  return repository.write(key, Readable.from([typeof content === 'string' ? Buffer.from(content) : content]));
+}

@@ -1,0 +1,86 @@
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { existsSync } from 'node:fs';
+import type { Connection } from '@temporalio/client';
+import { temporal } from '@temporalio/proto';
+import { NativeConnection, Worker, bundleWorkflowCode, type WorkflowBundle } from '@temporalio/worker';
+import { createBackupActivities } from '../activities/backup.js';
+import type { Config } from '../config/schema.js';
+import { RepositoryRegistry } from '../repository/registry.js';
+import { SEARCH_ATTRIBUTES } from '../workflows/search-attributes.js';
+import { temporalConnectionOptions } from '../client/temporal-connection.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+
+/** The workflows entry point, from source (tests) or from dist (the CLI). */
+export const workflowsPath = existsSync(join(here, '..', 'workflows', 'index.ts'))
+  ? join(here, '..', 'workflows', 'index.ts')
+  : join(here, '..', 'workflows', 'index.js');
+
+export function createActivities(config: Config, env: NodeJS.ProcessEnv = process.env) {
+  const repositories = new RepositoryRegistry(config, env);
+  return { ...createBackupActivities({ config, repositories, env }) };
+}
+
+export async function bundleWorkflows(): Promise<WorkflowBundle> {
+  return bundleWorkflowCode({ workflowsPath, logger: quietBundlerLogger });
+}
+
+export interface WorkerSetup {
+  config: Config;
+  connection: NativeConnection;
+  /** A pre-built bundle (tests share one); otherwise workflows are bundled at start. */
+  workflowBundle?: WorkflowBundle;
+  env?: NodeJS.ProcessEnv;
+  identity?: string;
+}
+
+export async function createWorker(setup: WorkerSetup): Promise<Worker> {
+  const { config } = setup;
+  return Worker.create({
+    connection: setup.connection,
+    namespace: config.temporal.namespace,
+    taskQueue: config.temporal.taskQueue,
+    ...(setup.workflowBundle ? { workflowBundle: setup.workflowBundle } : { workflowsPath, bundlerOptions: { logger: quietBundlerLogger } as never }),
+    activities: createActivities(config, setup.env),
+    identity: setup.identity,
+    // A 2-core host: a few dumps at once at most; each pg_dump is a process of its own.
+    maxConcurrentActivityTaskExecutions: 4,
+    shutdownGraceTime: '30 seconds',
+  });
+}
+
+export async function connectWorker(config: Config): Promise<NativeConnection> {
+  return NativeConnection.connect(temporalConnectionOptions(config.temporal));
+}
+
+/**
+ * Registers pgrunbook's search attributes where missing. The dev server and self-hosted clusters
+ * allow this; Temporal Cloud needs them created once in its UI or `tcld` (README).
+ */
+export async function ensureSearchAttributes(connection: Connection, namespace: string): Promise<void> {
+  const { customAttributes } = await connection.operatorService.listSearchAttributes({ namespace });
+  const missing = SEARCH_ATTRIBUTES.filter((key) => !customAttributes?.[key.name]);
+  if (missing.length === 0) return;
+  const keyword = temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD;
+  try {
+    await connection.operatorService.addSearchAttributes({
+      namespace,
+      searchAttributes: Object.fromEntries(missing.map((key) => [key.name, keyword])),
+    });
+  } catch (error) {
+    throw new Error(
+      `search attributes ${missing.map((k) => k.name).join(', ')} are not registered in namespace ${namespace} and could not be added: ${(error as Error).message}\n` +
+        `HINT: ${missing.map((k) => `temporal operator search-attribute create --namespace ${namespace} --name ${k.name} --type Keyword`).join(' && ')}`,
+    );
+  }
+}
+
+const quietBundlerLogger = {
+  trace: () => undefined,
+  debug: () => undefined,
+  info: () => undefined,
+  warn: (message: string, meta?: unknown) => console.warn(message, meta ?? ''),
+  error: (message: string, meta?: unknown) => console.error(message, meta ?? ''),
+  log: () => undefined,
+};

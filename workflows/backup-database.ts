@@ -1,0 +1,154 @@
+import {
+  ActivityCancellationType,
+  ApplicationFailure,
+  CancellationScope,
+  isCancellation,
+  proxyActivities,
+  upsertSearchAttributes,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type { BackupActivities, BackupPlan, DumpResult, MetadataResult, ProbeResult } from '../activities/backup.js';
+import type { Verification } from '../repository/manifest.js';
+import { backupId as makeBackupId } from '../repository/layout.js';
+import { BackupInput, describeIssues } from './backup-input.js';
+import { messageOf, Runbook } from './runbook.js';
+import { DATABASE_ATTRIBUTE, LABEL_ATTRIBUTE, OPERATION_ATTRIBUTE } from './search-attributes.js';
+
+export type BackupStep = 'plan' | 'probe' | 'dump' | 'metadata' | 'verify' | 'manifest';
+
+export interface BackupResult {
+  backupId: string;
+  database: string;
+  repository: string;
+  status: 'verified';
+  format: string;
+  size: number;
+  sha256: string;
+  databaseSizeBytes: number;
+  durationSeconds: number;
+  verification: Verification;
+  manifestKey: string;
+}
+
+// Planning only reads the worker's config: quick, and retried a few times at most.
+const { planBackup } = proxyActivities<BackupActivities>({
+  startToCloseTimeout: '1 minute',
+  retry: { maximumAttempts: 3 },
+});
+
+/**
+ * The nightly backup runbook (seeds 000-004): probe, pg_dump streamed into the repository,
+ * metadata snapshot, verification, manifest. Only a verified backup is ever "good"; a failed one
+ * still gets a manifest saying so, so nobody mistakes it for a restorable one.
+ */
+export async function backupDatabase(rawInput: BackupInput): Promise<BackupResult> {
+  const parsed = BackupInput.safeParse(rawInput);
+  if (!parsed.success) {
+    throw ApplicationFailure.nonRetryable(`invalid backupDatabase input: ${describeIssues(parsed.error)}\nHINT: e.g. {"database":"app","label":"pre-upgrade"}`, 'InvalidInput');
+  }
+  const input = parsed.data;
+  const info = workflowInfo();
+  const startedAt = info.startTime;
+  const id = makeBackupId(input.database, startedAt, input.label);
+  const runbook = new Runbook<BackupStep>('backup');
+  runbook.status.details = { database: input.database, backupId: id, label: input.label ?? null };
+  upsertSearchAttributes([
+    { key: DATABASE_ATTRIBUTE, value: input.database },
+    { key: OPERATION_ATTRIBUTE, value: 'backup' },
+    ...(input.label ? [{ key: LABEL_ATTRIBUTE, value: input.label }] : []),
+  ]);
+
+  const plan: BackupPlan = await runbook.step('plan', () => planBackup({ database: input.database, repository: input.repository }));
+  runbook.status.details.repository = plan.repository;
+  const retry = {
+    maximumAttempts: plan.retry.maximumAttempts,
+    initialInterval: plan.retry.initialIntervalSeconds * 1000,
+    maximumInterval: plan.retry.maximumIntervalSeconds * 1000,
+    backoffCoefficient: 2,
+  };
+  const short = proxyActivities<BackupActivities>({ startToCloseTimeout: '5 minutes', retry });
+  // Long steps heartbeat: a worker that dies is noticed after heartbeatSeconds and the step runs
+  // again elsewhere. Cancellation waits for the activity to clean up its partial upload.
+  const long = proxyActivities<BackupActivities>({
+    startToCloseTimeout: plan.longStepSeconds * 1000,
+    heartbeatTimeout: plan.heartbeatSeconds * 1000,
+    cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+    retry,
+  });
+
+  let probe: ProbeResult | undefined;
+  let dump: DumpResult | undefined;
+  let metadata: MetadataResult | undefined;
+  let verification: Verification | undefined;
+  const manifestDraft = (status: 'verified' | 'failed' | 'cancelled', error: { step: string; type: string; message: string } | null) => {
+    const finishedAt = new Date();
+    return {
+      id,
+      database: input.database,
+      label: input.label ?? null,
+      repository: plan.repository,
+      status,
+      workflowId: info.workflowId,
+      runId: info.runId,
+      format: plan.format,
+      compression: plan.format === 'custom' ? plan.compression : `gzip:${plan.compression.split(':')[1] ?? 6}`,
+      dump: dump && probe ? { file: dump.file, size: dump.size, sha256: dump.sha256, databaseSizeBytes: probe.databaseSizeBytes } : null,
+      files: {
+        ...(metadata?.files ?? {}),
+        ...(dump ? { [dump.file]: { size: dump.size, sha256: dump.sha256 } } : {}),
+      },
+      serverVersion: metadata?.serverVersion ?? probe?.serverVersion ?? null,
+      pgDumpVersion: probe?.pgDumpVersion ?? null,
+      startedAt: startedAt.toISOString(),
+      finishedAt: finishedAt.toISOString(),
+      durationSeconds: (finishedAt.getTime() - startedAt.getTime()) / 1000,
+      rowCounts: dump?.rowCounts ?? null,
+      schemaVersion: dump?.schemaVersion ?? null,
+      verification: verification ?? null,
+      error,
+    };
+  };
+
+  try {
+    // 1. Probe: reachable, exists, and a pg_dump on this worker can dump this server version.
+    probe = await runbook.step('probe', () => short.probeDatabase({ database: input.database }));
+    runbook.status.details.databaseSizeBytes = probe.databaseSizeBytes;
+    // 2. Dump: streamed into the repository; nothing is visible until it completes.
+    dump = await runbook.step('dump', () => long.dumpDatabase({ database: input.database, backupId: id, plan, serverMajor: probe!.serverMajor }));
+    // 3/4. Metadata beside the dump (seed 003): schema, versions, extensions, view options, counts.
+    metadata = await runbook.step('metadata', () =>
+      long.snapshotMetadata({ database: input.database, backupId: id, repository: plan.repository, serverMajor: probe!.serverMajor, rowCounts: dump!.rowCounts, schemaVersion: dump!.schemaVersion }),
+    );
+    // 5. Verify what is stored, not what we think we wrote.
+    verification = await runbook.step('verify', async () => {
+      const result = await long.verifyBackup({ backupId: id, repository: plan.repository, file: dump!.file, format: plan.format, expected: { size: dump!.size, sha256: dump!.sha256 } });
+      if (!result.ok) throw ApplicationFailure.nonRetryable(`backup ${id} failed verification: ${result.error ?? 'unknown reason'}`, 'VerificationFailed');
+      return result;
+    });
+  } catch (error) {
+    // Record the failure where the next reader looks (the manifest), even when cancelled.
+    const status = isCancellation(error) ? 'cancelled' : 'failed';
+    const step = runbook.status.finished.at(-1)?.step ?? 'unknown';
+    const type = (error as { cause?: { type?: string }; type?: string }).cause?.type ?? (error as { type?: string }).type ?? 'Error';
+    await CancellationScope.nonCancellable(() => runbook.step('manifest', () => short.writeManifest(manifestDraft(status, { step, type, message: messageOf(error) }))));
+    runbook.finish(status);
+    throw error;
+  }
+
+  // 6. Manifest, written last: from now on this backup is "good".
+  const { key } = await runbook.step('manifest', () => short.writeManifest(manifestDraft('verified', null)));
+  runbook.finish('completed');
+  return {
+    backupId: id,
+    database: input.database,
+    repository: plan.repository,
+    status: 'verified',
+    format: plan.format,
+    size: dump.size,
+    sha256: dump.sha256,
+    databaseSizeBytes: probe.databaseSizeBytes,
+    durationSeconds: (Date.now() - startedAt.getTime()) / 1000,
+    verification,
+    manifestKey: key,
+  };
+}
