@@ -1,6 +1,5 @@
-import { once } from 'node:events';
+import { spawn } from 'node:child_process';
 import { createGunzip } from 'node:zlib';
-import { execa } from 'execa';
 import type { DumpFormat } from '../repository/layout.js';
 import { ChecksumStream } from '../repository/checksum-stream.js';
 import type { Verification } from '../repository/manifest.js';
@@ -65,28 +64,43 @@ export async function verifyArtifact(request: VerifyRequest): Promise<Verificati
 
 /**
  * Feeds the stream to `pg_restore -l` on stdin while draining it all for the checksum:
- * pg_restore stops reading after the table of contents, the hash must see every byte.
+ * pg_restore stops reading after the table of contents (its stdin then closes, EPIPE), but the
+ * hash must see every byte.
  */
 async function listArchive(stream: ChecksumStream, pgRestore: string, signal?: AbortSignal): Promise<{ entries: number | null; error?: string }> {
-  const child = execa(pgRestore, ['-l'], { stdin: 'pipe', reject: false, cancelSignal: signal });
+  const child = spawn(pgRestore, ['-l'], { stdio: ['pipe', 'pipe', 'pipe'], signal });
+  const stdout: Buffer[] = [];
+  const stderr: Buffer[] = [];
+  child.stdout.on('data', (c: Buffer) => stdout.push(c));
+  child.stderr.on('data', (c: Buffer) => stderr.push(c));
+  const exited = new Promise<number | null>((resolve, reject) => {
+    child.once('error', reject);
+    child.once('close', (code) => resolve(code));
+  });
   let stdinOpen = true;
-  child.stdin.on('error', () => {
+  const closed = (): void => {
     stdinOpen = false;
-  });
-  child.stdin.on('close', () => {
-    stdinOpen = false;
-  });
+  };
+  child.stdin.on('error', closed);
+  child.stdin.on('close', closed);
   for await (const chunk of stream) {
     if (stdinOpen && !child.stdin.write(chunk)) {
-      await Promise.race([once(child.stdin, 'drain'), once(child.stdin, 'close')]);
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          child.stdin.off('drain', done).off('close', done).off('error', done);
+          resolve();
+        };
+        child.stdin.on('drain', done).on('close', done).on('error', done);
+      });
     }
   }
   if (stdinOpen) child.stdin.end();
-  const result = await child;
-  if (result.exitCode !== 0) {
-    return { entries: null, error: `pg_restore -l failed: ${scrubSecrets(String(result.stderr).trim().split('\n').slice(-3).join(' '))}` };
+  const code = await exited;
+  if (code !== 0) {
+    const message = Buffer.concat(stderr).toString('utf8').trim().split('\n').slice(-3).join(' ');
+    return { entries: null, error: `pg_restore -l failed: ${scrubSecrets(message || `exit code ${code}`)}` };
   }
-  const entries = String(result.stdout).split('\n').filter((line) => line.trim() && !line.startsWith(';')).length;
+  const entries = Buffer.concat(stdout).toString('utf8').split('\n').filter((line) => line.trim() && !line.startsWith(';')).length;
   return { entries };
 }
 

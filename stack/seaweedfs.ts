@@ -34,22 +34,19 @@ export interface StartS3ServerOptions {
 }
 
 const READY_TIMEOUT_MS = 60_000;
-const STOP_GRACE_MS = 10_000;
 // weed refuses to start when an explicitly given port is taken (it does not pick another one), so
 // losing the race between freePort() and weed's bind shows up as an early exit; retry with new ports.
 const START_ATTEMPTS = 3;
 
-const running = new Map<ChildProcess, string>();
+const running = new Map<ChildProcess, { dataDir: string; grpcPorts: GrpcPorts }>();
 
-// A test runner that dies must not leave weed processes (or their data) behind.
+// A test runner that dies must not leave weed processes (or their data) behind. Only synchronous
+// work is possible here; the sockets can go unchecked since this weed still holds their ports.
 process.once('exit', () => {
-  for (const [child, dataDir] of running) {
-    try {
-      child.kill('SIGKILL');
-    } catch {
-      // Already gone.
-    }
+  for (const [child, { dataDir, grpcPorts }] of running) {
+    child.kill('SIGKILL');
     rmSync(dataDir, { recursive: true, force: true });
+    for (const path of grpcSocketPaths(grpcPorts)) rmSync(path, { force: true });
   }
 });
 
@@ -89,7 +86,7 @@ async function startOnce(bucket: string): Promise<S3Server> {
   const admin = await freeAdminPorts(taken);
   const pair = async (): Promise<{ http: number; grpc: number }> => ({ http: await freePortNotIn(taken), grpc: await freePortNotIn(taken) });
   const [master, volume, filer, s3] = [await pair(), await pair(), await pair(), await pair()];
-  const grpcPorts = { master: master.grpc, volume: volume.grpc, filer: filer.grpc, s3: s3.grpc, admin: admin.grpc };
+  const grpcPorts: GrpcPorts = { master: master.grpc, volume: volume.grpc, filer: filer.grpc, s3: s3.grpc, admin: admin.grpc };
   const args = [
     // Everything (including glog's info lines) to stderr, which goes to weed.log.
     '-logtostderr',
@@ -110,6 +107,7 @@ async function startOnce(bucket: string): Promise<S3Server> {
     `-admin.port=${admin.http}`,
     `-admin.port.grpc=${admin.grpc}`,
     '-admin.ui=false',
+    // Only served with -debug, but never leave a port at its fixed default.
     `-debug.port=${await freePortNotIn(taken)}`,
     '-webdav=false',
     '-s3.port.iceberg=0',
@@ -129,7 +127,7 @@ async function startOnce(bucket: string): Promise<S3Server> {
   } finally {
     closeSync(log);
   }
-  running.set(child, dataDir);
+  running.set(child, { dataDir, grpcPorts });
   let spawnError: Error | undefined;
   const exited = new Promise<void>((resolve) => {
     child.once('exit', () => resolve());
@@ -149,15 +147,14 @@ async function startOnce(bucket: string): Promise<S3Server> {
   let stopping: Promise<void> | undefined;
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
+      client.destroy();
+      // SIGKILL rather than SIGTERM: the data is thrown away anyway, and weed's graceful shutdown
+      // takes over a second and occasionally stalls for 10 s (seen under parallel test load).
       if (alive()) {
-        // SIGTERM lets weed remove the gRPC unix sockets it keeps in /tmp; SIGKILL would leave them.
-        child.kill('SIGTERM');
-        const timer = setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS);
+        child.kill('SIGKILL');
         await exited;
-        clearTimeout(timer);
       }
       running.delete(child);
-      client.destroy();
       rmSync(dataDir, { recursive: true, force: true });
       await removeStaleGrpcSockets(grpcPorts);
     })();
@@ -168,8 +165,10 @@ async function startOnce(bucket: string): Promise<S3Server> {
     const deadline = Date.now() + READY_TIMEOUT_MS;
     let lastError: unknown;
     for (;;) {
-      if (spawnError) throw spawnError;
-      if (!alive()) throw new Error(`weed exited during startup (${child.exitCode ?? child.signalCode})`);
+      if (!alive()) {
+        await exited;
+        throw spawnError ?? new Error(`weed exited during startup (${child.exitCode ?? child.signalCode})`);
+      }
       try {
         // A signed request, so this waits for the S3 gateway *and* its identity config, not just the port.
         await client.send(new ListBucketsCommand({}), { abortSignal: AbortSignal.timeout(2_000) });
@@ -255,15 +254,20 @@ function canListen(port: number): Promise<boolean> {
   });
 }
 
+type GrpcPorts = Record<'master' | 'volume' | 'filer' | 's3' | 'admin', number>;
+
+function grpcSocketPaths(grpcPorts: GrpcPorts): string[] {
+  return Object.entries(grpcPorts).map(([service, port]) => `/tmp/seaweedfs-${service}-grpc-${port}.sock`);
+}
+
 /**
  * weed serves gRPC on /tmp/seaweedfs-<service>-grpc-<port>.sock too (no flag moves them) and does
  * not always remove them on exit. Delete the ones nobody answers on: a live socket may already
  * belong to a newer instance that got the same port.
  */
-async function removeStaleGrpcSockets(grpcPorts: Record<string, number>): Promise<void> {
-  const paths = Object.entries(grpcPorts).map(([service, port]) => `/tmp/seaweedfs-${service}-grpc-${port}.sock`);
+async function removeStaleGrpcSockets(grpcPorts: GrpcPorts): Promise<void> {
   await Promise.all(
-    paths.filter((path) => existsSync(path)).map(
+    grpcSocketPaths(grpcPorts).filter((path) => existsSync(path)).map(
       (path) =>
         new Promise<void>((resolve) => {
           const socket = connect(path);

@@ -2,7 +2,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { existsSync } from 'node:fs';
 import type { Connection } from '@temporalio/client';
-import { temporal } from '@temporalio/proto';
+import proto from '@temporalio/proto';
 import { NativeConnection, Worker, bundleWorkflowCode, type WorkflowBundle } from '@temporalio/worker';
 import { createBackupActivities } from '../activities/backup.js';
 import type { Config } from '../config/schema.js';
@@ -41,9 +41,9 @@ export async function createWorker(setup: WorkerSetup): Promise<Worker> {
     connection: setup.connection,
     namespace: config.temporal.namespace,
     taskQueue: config.temporal.taskQueue,
-    ...(setup.workflowBundle ? { workflowBundle: setup.workflowBundle } : { workflowsPath, bundlerOptions: { logger: quietBundlerLogger } as never }),
+    workflowBundle: setup.workflowBundle ?? (await bundleWorkflows()),
     activities: createActivities(config, setup.env),
-    identity: setup.identity,
+    ...(setup.identity ? { identity: setup.identity } : {}),
     // A 2-core host: a few dumps at once at most; each pg_dump is a process of its own.
     maxConcurrentActivityTaskExecutions: 4,
     shutdownGraceTime: '30 seconds',
@@ -62,7 +62,7 @@ export async function ensureSearchAttributes(connection: Connection, namespace: 
   const { customAttributes } = await connection.operatorService.listSearchAttributes({ namespace });
   const missing = SEARCH_ATTRIBUTES.filter((key) => !customAttributes?.[key.name]);
   if (missing.length === 0) return;
-  const keyword = temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD;
+  const keyword = proto.temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD;
   try {
     await connection.operatorService.addSearchAttributes({
       namespace,

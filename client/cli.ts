@@ -1,0 +1,98 @@
+import { parseArgs } from 'node:util';
+import { loadConfig } from '../config/load.js';
+import { PGRUNBOOK_VERSION } from '../activities/version.js';
+import { startWorker } from '../worker/run.js';
+import { backupCommand, backupsListCommand, backupsVerifyCommand } from './commands/backup.js';
+import { devCommand } from './commands/dev.js';
+import { EXIT, Output, UsageError } from './output.js';
+
+const USAGE = `pgrunbook ${PGRUNBOOK_VERSION}: PostgreSQL backup and restore runbooks as durable Temporal workflows
+
+usage: pgrunbook <command> [options]
+
+commands:
+  dev [--demo]                          embedded default: Temporal dev server + worker + local
+                                        repository ./backups, on $DATABASE_URL or a throwaway
+                                        cluster with sample data; --demo backs up, verifies, exits
+  worker                                run a worker for the config's task queue
+  backup --database ID [--label L] [--repository R] [--wait]
+                                        start backupDatabase; --wait follows it with progress
+  backups list --database ID [--repository R]
+  backups verify BACKUP_ID [--repository R]
+                                        re-check a stored backup: sha256, pg_restore -l, metadata
+  config check                          validate the config file and the worker environment
+
+options:
+  --config FILE     config file (default: $PGRUNBOOK_CONFIG, then ./pgrunbook.yaml)
+  --json            machine-readable output on stdout
+  -h, --help        this help;   --version   print the version
+
+exit codes: 0 ok, 1 the operation failed, 2 bad usage or configuration`;
+
+export async function main(argv: string[]): Promise<number> {
+  let values;
+  let positionals: string[];
+  try {
+    ({ values, positionals } = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        config: { type: 'string' },
+        json: { type: 'boolean', default: false },
+        database: { type: 'string' },
+        label: { type: 'string' },
+        repository: { type: 'string' },
+        wait: { type: 'boolean', default: false },
+        demo: { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+        version: { type: 'boolean', default: false },
+      },
+    }));
+  } catch (error) {
+    return new Output(argv.includes('--json')).error(new UsageError((error as Error).message, 'pgrunbook --help'));
+  }
+  const out = new Output(values.json);
+  const [command, sub, arg] = positionals;
+  if (values.version) {
+    out.result({ version: PGRUNBOOK_VERSION }, () => PGRUNBOOK_VERSION);
+    return EXIT.ok;
+  }
+  if (values.help || !command) {
+    process.stdout.write(`${USAGE}\n`);
+    return command || values.help ? EXIT.ok : EXIT.usage;
+  }
+  try {
+    switch (command) {
+      case 'dev':
+        return await devCommand(out, { demo: values.demo });
+      case 'worker': {
+        const { config, path } = loadConfig(values.config);
+        const running = await startWorker(config);
+        out.info(`worker for task queue "${config.temporal.taskQueue}" on ${config.temporal.address} (config ${path}); Ctrl-C stops it`);
+        await running.done;
+        return EXIT.ok;
+      }
+      case 'backup':
+        return await backupCommand(loadConfig(values.config), out, values);
+      case 'backups':
+        if (sub === 'list') return await backupsListCommand(loadConfig(values.config), out, values);
+        if (sub === 'verify') return await backupsVerifyCommand(loadConfig(values.config), out, arg, values);
+        throw new UsageError(`unknown subcommand "backups ${sub ?? ''}"`, 'pgrunbook backups list|verify');
+      case 'config': {
+        if (sub !== 'check') throw new UsageError(`unknown subcommand "config ${sub ?? ''}"`, 'pgrunbook config check');
+        const { config, path } = loadConfig(values.config);
+        const { checkWorkerEnvironment } = await import('../worker/run.js');
+        checkWorkerEnvironment(config);
+        out.result({ ok: true, path, databases: Object.keys(config.databases), repositories: Object.keys(config.repositories) }, () =>
+          `${path}: OK (${Object.keys(config.databases).length} databases, ${Object.keys(config.repositories).length} repositories; worker environment complete)`,
+        );
+        return EXIT.ok;
+      }
+      default:
+        throw new UsageError(`unknown command "${command}"`, 'pgrunbook --help');
+    }
+  } catch (error) {
+    return out.error(error);
+  }
+}

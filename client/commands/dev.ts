@@ -1,0 +1,111 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { Client } from '@temporalio/client';
+import { stringify } from 'yaml';
+import { Config } from '../../config/schema.js';
+import { registerSecret } from '../../process/secrets.js';
+import { newestClientTools } from '../../postgres/tools.js';
+import { RepositoryRegistry } from '../../repository/registry.js';
+import { verifyStoredBackup } from '../../repository/verify-stored.js';
+import { freePort } from '../../stack/ports.js';
+import { startPostgresCluster, type PostgresCluster } from '../../stack/postgres-cluster.js';
+import { loadSampleData } from '../../stack/sample-data.js';
+import { startTemporalDevServer } from '../../stack/temporal-dev-server.js';
+import { startWorker } from '../../worker/run.js';
+import type { BackupResult } from '../../workflows/backup-database.js';
+import { describeProgress, follow, startBackup } from '../backup.js';
+import { EXIT, type Output } from '../output.js';
+import { describeBackupResult } from './backup.js';
+
+const DEV_URL_VAR = 'PGRUNBOOK_DEV_DATABASE_URL';
+
+async function portOr(preferred: number): Promise<number> {
+  const { createServer } = await import('node:net');
+  const free = await new Promise<boolean>((done) => {
+    const server = createServer().once('error', () => done(false)).listen(preferred, '127.0.0.1', () => server.close(() => done(true)));
+  });
+  return free ? preferred : freePort();
+}
+
+/**
+ * The embedded default: a Temporal dev server (UI on :8233), a worker, a local repository
+ * ./backups, and either $DATABASE_URL or a throwaway PostgreSQL cluster with sample data.
+ * With --demo it runs one backup end to end, verifies it, prints the result and exits.
+ */
+export async function devCommand(out: Output, flags: { demo?: boolean }): Promise<number> {
+  const stateDir = resolve('.pgrunbook');
+  mkdirSync(stateDir, { recursive: true });
+  const cleanups: (() => Promise<void>)[] = [];
+  const cleanup = async (): Promise<void> => {
+    for (const step of cleanups.reverse()) await step().catch((e: unknown) => out.info(`cleanup: ${(e as Error).message}`));
+  };
+  try {
+    const port = await portOr(7233);
+    const uiPort = await portOr(8233);
+    out.info(`starting Temporal dev server on 127.0.0.1:${port} (UI http://127.0.0.1:${uiPort}) ...`);
+    const temporal = await startTemporalDevServer({ port, uiPort, dbFilename: flags.demo ? undefined : join(stateDir, 'temporal.db') });
+    cleanups.push(() => temporal.teardown());
+
+    let databaseUrl = process.env.DATABASE_URL;
+    let databaseId = 'app';
+    let cluster: PostgresCluster | undefined;
+    if (databaseUrl) {
+      const name = decodeURIComponent(new URL(databaseUrl).pathname.slice(1)) || 'postgres';
+      databaseId = name.toLowerCase().replace(/[^a-z0-9_-]+/g, '-').replace(/^[^a-z0-9]+/, '').slice(0, 63) || 'app';
+      out.info(`using DATABASE_URL (database ${name}, id "${databaseId}")`);
+    } else {
+      out.info('no DATABASE_URL: starting a throwaway PostgreSQL cluster with sample data ...');
+      cluster = await startPostgresCluster();
+      cleanups.push(() => cluster!.stop());
+      await cluster.sql('CREATE DATABASE app');
+      databaseUrl = cluster.url('app');
+      await loadSampleData(databaseUrl);
+      out.info(`  cluster on 127.0.0.1:${cluster.port}, database "app" loaded`);
+    }
+    // The URL (with its password) stays in this process's environment, read only by the worker.
+    process.env[DEV_URL_VAR] = databaseUrl;
+    registerSecret(new URL(databaseUrl).password ? decodeURIComponent(new URL(databaseUrl).password) : undefined);
+
+    const fileConfig = {
+      temporal: { address: `127.0.0.1:${port}`, namespace: 'default', taskQueue: 'pgrunbook' },
+      repositories: { local: { type: 'local', path: resolve('backups') } },
+      databases: { [databaseId]: { url: `\${${DEV_URL_VAR}}` } },
+    };
+    const config = Config.parse(fileConfig);
+    const configFile = join(stateDir, 'dev.yaml');
+    writeFileSync(configFile, `# written by \`pgrunbook dev\`; the database URL lives only in that process's environment\n${stringify(fileConfig)}`);
+
+    const worker = await startWorker(config, { handleSignals: false });
+    cleanups.push(() => worker.shutdown());
+    out.info(`worker polling task queue "${config.temporal.taskQueue}"`);
+
+    if (!flags.demo) {
+      out.info('');
+      out.info('ready. In another terminal:');
+      out.info(`  export PGRUNBOOK_CONFIG=${configFile}`);
+      out.info(`  pgrunbook backup --database ${databaseId} --wait`);
+      out.info(`  pgrunbook backups list --database ${databaseId}`);
+      out.info(`  temporal workflow start --address 127.0.0.1:${port} --type backupDatabase --task-queue pgrunbook --input '{"database":"${databaseId}"}'`);
+      out.info('Ctrl-C stops everything.');
+      await new Promise<void>((done) => {
+        process.once('SIGINT', done);
+        process.once('SIGTERM', done);
+      });
+      return EXIT.ok;
+    }
+
+    const client = new Client({ connection: temporal.client.connection, namespace: config.temporal.namespace });
+    const handle = await startBackup(client, config, { database: databaseId, label: 'demo' });
+    out.info(`backup workflow ${handle.workflowId} started`);
+    const result = await follow<BackupResult>(handle, (p) => out.progress(describeProgress(p)));
+    out.info(describeBackupResult(result));
+    const repository = new RepositoryRegistry(config).get(result.repository);
+    const check = await verifyStoredBackup(repository, result.backupId, (await newestClientTools()).pgRestore);
+    out.info(`independent re-verification (pgrunbook backups verify): ${check.ok ? 'OK' : `FAILED: ${check.problems.join('; ')}`}`);
+    out.info(`artifacts: ${join(repository.location, result.backupId)}`);
+    out.result({ ok: check.ok, workflowId: handle.workflowId, ...result, reverification: check }, () => (check.ok ? 'demo: backup verified' : 'demo: verification FAILED'));
+    return check.ok ? EXIT.ok : EXIT.failed;
+  } finally {
+    await cleanup();
+  }
+}
