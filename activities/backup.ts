@@ -9,7 +9,6 @@ import { classifyPostgresError, classifyToolError, failure } from '../postgres/e
 import { probeServer } from '../postgres/probe.js';
 import { clientToolsFor, newestClientTools } from '../postgres/tools.js';
 import { verifyArtifact } from '../postgres/verify.js';
-import { progressReporter } from '../repository/checksum-stream.js';
 import { ARTIFACT, artifactKey, dumpFileName, type DumpFormat } from '../repository/layout.js';
 import { Manifest, type FileEntry, type Verification } from '../repository/manifest.js';
 import type { RepositoryRegistry } from '../repository/registry.js';
@@ -97,9 +96,25 @@ export function createBackupActivities(deps: ActivityDeps) {
     }
   }
 
-  function heartbeatProgress(): (bytes: number) => void {
+  /**
+   * Runs a long step with a steady heartbeat (every second, throttled by the SDK) carrying the
+   * latest progress. Heartbeats must not depend on bytes flowing: a pg_dump waiting for a lock
+   * still has to prove its worker is alive and still has to receive cancellation.
+   */
+  async function withHeartbeat<T>(run: (onBytes: (bytes: number) => void) => Promise<T>): Promise<T> {
     const context = Context.current();
-    return progressReporter((progress: DumpProgress) => context.heartbeat(progress), 1_000);
+    const started = Date.now();
+    let progress: DumpProgress = { bytes: 0, bytesPerSecond: 0 };
+    const beat = (): void => context.heartbeat(progress);
+    beat();
+    const timer = setInterval(beat, 1_000);
+    try {
+      return await run((bytes) => {
+        progress = { bytes, bytesPerSecond: Math.round(bytes / Math.max((Date.now() - started) / 1000, 0.001)) };
+      });
+    } finally {
+      clearInterval(timer);
+    }
   }
 
   return {
@@ -152,7 +167,7 @@ export function createBackupActivities(deps: ActivityDeps) {
       await repo.removeIncompleteWrites(key).catch(() => 0);
       const signal = Context.current().cancellationSignal;
       try {
-        const outcome = await dumpToRepository({
+        const outcome = await withHeartbeat((onBytes) => dumpToRepository({
           params, tools, repository: repo, key,
           format: input.plan.format,
           compression: input.plan.compression,
@@ -161,8 +176,8 @@ export function createBackupActivities(deps: ActivityDeps) {
           rowCounts: db.dump.rowCounts,
           schemaVersionQuery: db.schemaVersionQuery,
           signal,
-          onBytes: heartbeatProgress(),
-        });
+          onBytes,
+        }));
         return { file: input.plan.dumpFile, ...outcome };
       } catch (error) {
         if (signal.aborted) throw error;
@@ -210,7 +225,7 @@ export function createBackupActivities(deps: ActivityDeps) {
       const sv = input.schemaVersion;
       await put(ARTIFACT.schemaVersion, sv.query ? `${sv.value ?? ''}\n-- query: ${sv.query}\n${sv.error ? `-- error: ${sv.error}\n` : ''}` : '-- no schema version query configured or detected\n');
       try {
-        files[ARTIFACT.schema] = await dumpSchemaToRepository({ params, tools, repository: repo, key: artifactKey(input.backupId, ARTIFACT.schema), signal: Context.current().cancellationSignal });
+        files[ARTIFACT.schema] = await withHeartbeat(() => dumpSchemaToRepository({ params, tools, repository: repo, key: artifactKey(input.backupId, ARTIFACT.schema), signal: Context.current().cancellationSignal }));
       } catch (error) {
         throw classifyToolError(error, describeConnection(params));
       }
@@ -220,15 +235,17 @@ export function createBackupActivities(deps: ActivityDeps) {
     /** Step 5: re-read the stored artifact; sha256 and size must match; pg_restore -l must read it. */
     async verifyBackup(input: { backupId: string; repository: string; file: string; format: DumpFormat; expected: { size: number; sha256: string } }): Promise<Verification> {
       const tools = await newestClientTools();
-      return verifyArtifact({
-        repository: repository(input.repository),
-        key: artifactKey(input.backupId, input.file),
-        format: input.format,
-        expected: input.expected,
-        pgRestore: tools.pgRestore,
-        signal: Context.current().cancellationSignal,
-        onBytes: heartbeatProgress(),
-      });
+      return withHeartbeat((onBytes) =>
+        verifyArtifact({
+          repository: repository(input.repository),
+          key: artifactKey(input.backupId, input.file),
+          format: input.format,
+          expected: input.expected,
+          pgRestore: tools.pgRestore,
+          signal: Context.current().cancellationSignal,
+          onBytes,
+        }),
+      );
     },
 
     /** Step 6: the manifest, written last and atomically; it alone makes a backup listable as good. */

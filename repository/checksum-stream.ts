@@ -32,15 +32,3 @@ export class ChecksumStream extends Transform {
     return this.hash.digest('hex');
   }
 }
-
-/** Calls `report` at most every `intervalMs` with bytes done and the rate since the start. */
-export function progressReporter(report: (progress: { bytes: number; bytesPerSecond: number }) => void, intervalMs = 2_000): (bytes: number) => void {
-  const started = Date.now();
-  let last = 0;
-  return (bytes) => {
-    const now = Date.now();
-    if (now - last < intervalMs) return;
-    last = now;
-    report({ bytes, bytesPerSecond: Math.round(bytes / Math.max((now - started) / 1000, 0.001)) });
-  };
-}

@@ -1,0 +1,642 @@
+/**
+ * Benchmark (not a test): pgrunbook's backup workflow against raw `pg_dump -Fc -Z6` of the same
+ * database in the same run, at two database sizes.
+ *
+ *   npm run bench:backup [-- --size-gb 1] [--keep]
+ *
+ * Starts a throwaway PostgreSQL cluster, a SeaweedFS S3 server and a Temporal dev server (the
+ * stack/ harness), generates a poorly compressible database, then for each size point runs:
+ * raw pg_dump, pgrunbook -> local repository, pgrunbook -> S3, raw pg_dump again (the raw figure
+ * is the mean of both), and a diagnostic pgrunbook run without row counts. The worker is a
+ * separate `pgrunbook worker` process whose RSS (and that of its children) is sampled.
+ *
+ * Targets: total time ratio <= 1.05; worker peak RSS <= 200 MB and flat as the database grows.
+ * Prints a table and, last, one `BENCH_RESULT {...}` JSON line.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { hrtime } from 'node:process';
+import { parseArgs } from 'node:util';
+import type { Client } from '@temporalio/client';
+import pg from 'pg';
+import { stringify } from 'yaml';
+import { startBackup } from '../client/backup.js';
+import { describeError, table } from '../client/output.js';
+import { Config } from '../config/schema.js';
+import { projectRoot } from '../stack/binaries.js';
+import { startPostgresCluster, type PostgresCluster } from '../stack/postgres-cluster.js';
+import { startS3Server, type S3Server } from '../stack/seaweedfs.js';
+import { startTemporalDevServer } from '../stack/temporal-dev-server.js';
+import { statusQuery } from '../workflows/runbook.js';
+import { peakRssOf, resetPeakRss, rssOf, sampleRss } from './proc-memory.js';
+
+const MB = 1024 * 1024;
+const GB = 1024 * MB;
+const TASK_QUEUE = 'bench';
+const TARGET_TIME_RATIO = 1.05;
+const TARGET_RSS_MB = 200;
+/** Generated rows per INSERT ... SELECT generate_series. */
+const BATCH_ROWS = 100_000;
+/** The small size point, as a fraction of --size-gb. */
+const SMALL_FRACTION = 0.25;
+
+// ---------------------------------------------------------------------------------------------
+// Small utilities
+
+const t0 = Date.now();
+function log(line: string): void {
+  const elapsed = ((Date.now() - t0) / 1000).toFixed(0).padStart(4);
+  process.stdout.write(`[${elapsed}s] ${line}\n`);
+}
+
+function secondsSince(start: bigint): number {
+  return Number(hrtime.bigint() - start) / 1e9;
+}
+
+const mb = (bytes: number): number => Math.round((bytes / MB) * 10) / 10;
+const round = (n: number, digits = 2): number => Math.round(n * 10 ** digits) / 10 ** digits;
+const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
+
+/** CPU seconds of a process (utime+stime) and of its reaped children (cutime+cstime). */
+function cpuSeconds(pid: number | 'self'): { self: number; children: number } {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // Fields after the command name start at field 3 (state): utime is 14, stime 15, cutime 16, cstime 17.
+  const f = (n: number): number => Number(fields[n - 3]);
+  const tick = 100; // CLK_TCK on Linux
+  return { self: (f(14) + f(15)) / tick, children: (f(16) + f(17)) / tick };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data generation
+
+const SCHEMA_SQL = `
+CREATE EXTENSION IF NOT EXISTS pgcrypto;
+CREATE TABLE public.accounts (
+  id bigint PRIMARY KEY,
+  name varchar(120) NOT NULL,
+  email varchar(200) NOT NULL,
+  country char(2) NOT NULL,
+  plan varchar(20) NOT NULL,
+  created_at timestamptz NOT NULL,
+  notes text
+);
+CREATE TABLE public.events (
+  id bigint PRIMARY KEY,
+  account_id bigint NOT NULL,
+  occurred_at timestamptz NOT NULL,
+  kind varchar(40) NOT NULL,
+  source varchar(80) NOT NULL,
+  subject varchar(250) NOT NULL,
+  payload jsonb NOT NULL,
+  body text NOT NULL
+);
+`;
+
+// Session-local helper: a random word from a fixed vocabulary.
+const WORD_FN = `
+CREATE FUNCTION pg_temp.w() RETURNS text LANGUAGE sql VOLATILE AS $$
+  SELECT (ARRAY['alpha','bravo','charlie','delta','echo','foxtrot','golf','hotel','india','juliet',
+                'kilo','lima','mike','november','oscar','papa','quebec','romeo','sierra','tango',
+                'uniform','victor','whiskey','xray','yankee','zulu','invoice','payment','refund',
+                'signup','login','logout','upload','download','export','import','archive','restore',
+                'billing','shipping','warehouse','checkout','session','profile','settings','report'])[1 + floor(random() * 46)::int]
+$$;`;
+
+// ~0.8 kB per row; the base64 body of random bytes keeps gzip from shrinking the dump much.
+const INSERT_EVENTS = `
+INSERT INTO public.events (id, account_id, occurred_at, kind, source, subject, payload, body)
+SELECT g,
+       1 + floor(random() * 100000)::bigint,
+       timestamptz '2023-01-01 00:00:00+00' + random() * interval '730 days',
+       pg_temp.w() || '.' || pg_temp.w(),
+       pg_temp.w() || '-' || pg_temp.w() || '-' || floor(random() * 1000)::int,
+       pg_temp.w() || ' ' || pg_temp.w() || ' ' || pg_temp.w() || ' ' || pg_temp.w() || ' ' || md5(random()::text),
+       jsonb_build_object(
+         'amount', round((random() * 10000)::numeric, 2),
+         'quantity', floor(random() * 100)::int,
+         'score', random(),
+         'ref', md5(random()::text),
+         'tags', jsonb_build_array(pg_temp.w(), pg_temp.w()),
+         'flags', jsonb_build_array(random() < 0.5, floor(random() * 1000)::int)),
+       encode(gen_random_bytes(384), 'base64')
+  FROM generate_series($1::bigint, $2::bigint) AS g`;
+
+const INSERT_ACCOUNTS = `
+INSERT INTO public.accounts (id, name, email, country, plan, created_at, notes)
+SELECT g,
+       initcap(pg_temp.w()) || ' ' || initcap(pg_temp.w()) || ' ' || floor(random() * 10000)::int,
+       pg_temp.w() || '.' || substr(md5(random()::text), 1, 10) || '@' || pg_temp.w() || '.example',
+       (ARRAY['DE','FR','US','JP','BR','IN','GB','NL','SE','ES'])[1 + floor(random() * 10)::int],
+       (ARRAY['free','team','business','enterprise'])[1 + floor(random() * 4)::int],
+       timestamptz '2020-01-01 00:00:00+00' + random() * interval '1500 days',
+       encode(gen_random_bytes(192), 'base64')
+  FROM generate_series($1::bigint, $2::bigint) AS g`;
+
+class DataGenerator {
+  private events = 0;
+  private accounts = 0;
+
+  private constructor(
+    private readonly client: pg.Client,
+    /** pg_database_size of the empty schema. */
+    private readonly baseSize: number,
+  ) {}
+
+  static async create(url: string): Promise<DataGenerator> {
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    await client.query(SCHEMA_SQL);
+    await client.query(WORD_FN);
+    const { rows } = await client.query<{ size: string }>('SELECT pg_database_size(current_database()) AS size');
+    return new DataGenerator(client, Number(rows[0]!.size));
+  }
+
+  async databaseSize(): Promise<number> {
+    const { rows } = await this.client.query<{ size: string }>('SELECT pg_database_size(current_database()) AS size');
+    return Number(rows[0]!.size);
+  }
+
+  /** Inserts batches until pg_database_size reaches `target` bytes, then VACUUM ANALYZE + CHECKPOINT. */
+  async growTo(target: number): Promise<number> {
+    let size = await this.databaseSize();
+    const started = hrtime.bigint();
+    while (size < target) {
+      // Database bytes per event row (accounts included), from what is there so far.
+      const perRow = this.events > 0 ? (size - this.baseSize) / this.events : 1000;
+      const rows = Math.min(BATCH_ROWS, Math.max(1000, Math.ceil(((target - size) / perRow) * 1.01)));
+      const from = this.events + 1;
+      const to = this.events + rows;
+      await this.client.query(INSERT_EVENTS, [from, to]);
+      this.events = to;
+      // The second, smaller table grows along: one account per 20 events.
+      const accountsTo = Math.floor(this.events / 20);
+      if (accountsTo > this.accounts) {
+        await this.client.query(INSERT_ACCOUNTS, [this.accounts + 1, accountsTo]);
+        this.accounts = accountsTo;
+      }
+      size = await this.databaseSize();
+      const rate = size / MB / Math.max(secondsSince(started), 0.001);
+      log(`  generated ${this.events.toLocaleString('en')} events, ${this.accounts.toLocaleString('en')} accounts: ${mb(size)} MB of ${mb(target)} MB (${rate.toFixed(0)} MB/s)`);
+    }
+    log('  VACUUM ANALYZE + CHECKPOINT ...');
+    await this.client.query('VACUUM ANALYZE');
+    await this.client.query('CHECKPOINT');
+    size = await this.databaseSize();
+    return size;
+  }
+
+  get rows(): { events: number; accounts: number } {
+    return { events: this.events, accounts: this.accounts };
+  }
+
+  /** Exact count(*) of both tables, timed: what pgrunbook's row counting costs on its own. */
+  async timeRowCounts(): Promise<number> {
+    const start = hrtime.bigint();
+    await this.client.query('SELECT count(*) FROM ONLY public.accounts');
+    await this.client.query('SELECT count(*) FROM ONLY public.events');
+    return secondsSince(start);
+  }
+
+  async close(): Promise<void> {
+    await this.client.end();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The worker process
+
+interface WorkerProcess {
+  pid: number;
+  child: ChildProcess;
+  logPath: string;
+  stop(): Promise<void>;
+}
+
+async function startWorkerProcess(configPath: string, env: NodeJS.ProcessEnv, logPath: string): Promise<WorkerProcess> {
+  const main = join(projectRoot, 'dist', 'client', 'main.js');
+  const child = spawn(process.execPath, [main, 'worker', '--config', configPath], { cwd: projectRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const logFile = createWriteStream(logPath);
+  child.stdout!.pipe(logFile, { end: false });
+  child.stderr!.pipe(logFile, { end: false });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const killOnExit = (): void => void child.kill('SIGKILL');
+  process.once('exit', killOnExit);
+
+  let output = '';
+  const ready = new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`the worker did not report ready within 120 s; see ${logPath}`)), 120_000);
+    const onData = (chunk: Buffer): void => {
+      output += chunk.toString('utf8');
+      if (output.includes(`worker for task queue "${TASK_QUEUE}"`)) {
+        clearTimeout(timer);
+        child.stdout!.off('data', onData);
+        resolve();
+      }
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', (chunk: Buffer) => {
+      output += chunk.toString('utf8');
+    });
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`the worker exited during startup (${code ?? signal}):\n${output.slice(-2000)}`));
+    });
+  });
+  if (child.pid === undefined) throw new Error('could not spawn the worker');
+  await ready;
+  let stopping: Promise<void> | undefined;
+  return {
+    pid: child.pid,
+    child,
+    logPath,
+    stop: () =>
+      (stopping ??= (async () => {
+        if (child.exitCode === null && child.signalCode === null) {
+          child.kill('SIGTERM');
+          const timeout = setTimeout(() => child.kill('SIGKILL'), 15_000);
+          await exited;
+          clearTimeout(timeout);
+        }
+        process.off('exit', killOnExit);
+        logFile.end();
+      })()),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurements
+
+interface RawRun {
+  seconds: number;
+  dumpBytes: number;
+  /** Peak RSS of pg_dump, sampled every 200 ms. */
+  pgDumpRssMB: number;
+  cpuSeconds: number;
+}
+
+async function runRawDump(cluster: PostgresCluster, database: string, outDir: string): Promise<RawRun> {
+  const file = join(outDir, `raw-${Date.now()}.dump`);
+  const pgDump = join(cluster.binDir, 'pg_dump');
+  const cpuBefore = cpuSeconds('self').children;
+  const start = hrtime.bigint();
+  const child = spawn(pgDump, ['-Fc', '-Z6', '-f', file], {
+    env: { ...process.env, ...cluster.env(), PGDATABASE: database },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  const sampler = child.pid !== undefined ? sampleRss(child.pid) : undefined;
+  let stderr = '';
+  child.stderr!.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
+  const code = await new Promise<number | null>((resolve, reject) => {
+    child.once('error', reject);
+    child.once('close', (c) => resolve(c));
+  });
+  const seconds = secondsSince(start);
+  const rss = sampler?.stop();
+  if (code !== 0) throw new Error(`pg_dump failed (exit ${code}): ${stderr.trim()}`);
+  const dumpBytes = statSync(file).size;
+  rmSync(file, { force: true });
+  return { seconds, dumpBytes, pgDumpRssMB: mb(rss?.self ?? 0), cpuSeconds: round(cpuSeconds('self').children - cpuBefore) };
+}
+
+interface PgrunbookRun {
+  repository: string;
+  database: string;
+  seconds: number;
+  /** Workflow-side duration (BackupResult.durationSeconds). */
+  workflowSeconds: number;
+  dumpBytes: number;
+  steps: Record<string, number>;
+  /** Node worker process: VmHWM since the run started (kernel peak), and the 200 ms sampled peak. */
+  workerPeakRssMB: number;
+  workerSampledPeakRssMB: number;
+  /** Sampled peak of worker + children (pg_dump, pg_restore) summed, and of the largest child. */
+  treePeakRssMB: number;
+  childPeakRssMB: number;
+  /** CPU seconds: the node worker itself, and its reaped children (pg_dump, pg_restore). */
+  workerCpuSeconds: number;
+  childCpuSeconds: number;
+}
+
+interface Harness {
+  client: Client;
+  config: Config;
+  worker: WorkerProcess;
+}
+
+async function runPgrunbook(h: Harness, database: string, repository: string, label: string): Promise<PgrunbookRun> {
+  const pid = h.worker.pid;
+  const hwmReset = resetPeakRss(pid);
+  const cpuBefore = cpuSeconds(pid);
+  const sampler = sampleRss(pid);
+  const start = hrtime.bigint();
+  let result;
+  let handle;
+  let rss;
+  try {
+    handle = await startBackup(h.client, h.config, { database, label, repository });
+    result = await handle.result();
+  } finally {
+    rss = sampler.stop();
+  }
+  const seconds = secondsSince(start);
+  const cpuAfter = cpuSeconds(pid);
+  const hwm = hwmReset ? (peakRssOf(pid) ?? rss.self) : rss.self;
+  const status = await handle.query(statusQuery);
+  const steps: Record<string, number> = {};
+  for (const s of status.finished) steps[s.step] = round(s.durationMs / 1000);
+  return {
+    repository,
+    database,
+    seconds: round(seconds),
+    workflowSeconds: round(result.durationSeconds),
+    dumpBytes: result.size,
+    steps,
+    workerPeakRssMB: mb(hwm),
+    workerSampledPeakRssMB: mb(rss.self),
+    treePeakRssMB: mb(rss.tree),
+    childPeakRssMB: mb(rss.child),
+    workerCpuSeconds: round(cpuAfter.self - cpuBefore.self),
+    childCpuSeconds: round(cpuAfter.children - cpuBefore.children),
+  };
+}
+
+interface SizePoint {
+  targetGB: number;
+  databaseBytes: number;
+  rows: { events: number; accounts: number };
+  rowCountSeconds: number;
+  raw: RawRun[];
+  rawMeanSeconds: number;
+  local: PgrunbookRun;
+  s3: PgrunbookRun;
+  /** Diagnostic: local repository with dump.rowCounts = false. */
+  localNoRowCounts: PgrunbookRun;
+  ratios: { local: number; s3: number; dumpStepLocal: number; dumpStepS3: number; localNoRowCounts: number; dumpStepLocalNoRowCounts: number };
+  workerPeakRssMB: number;
+  treePeakRssMB: number;
+}
+
+async function measurePoint(h: Harness, cluster: PostgresCluster, gen: DataGenerator, targetGB: number, index: number, outDir: string): Promise<SizePoint> {
+  log(`size point ${index}: growing the database to ${targetGB} GB ...`);
+  const databaseBytes = await gen.growTo(targetGB * GB);
+  const rowCountSeconds = await gen.timeRowCounts();
+  log(`size point ${index}: ${mb(databaseBytes)} MB; count(*) of both tables alone takes ${rowCountSeconds.toFixed(2)} s`);
+
+  const describe = (r: PgrunbookRun): string =>
+    `${r.seconds.toFixed(2)} s, ${mb(r.dumpBytes)} MB; steps ${Object.entries(r.steps).map(([k, v]) => `${k} ${v}`).join(', ')}; worker peak ${r.workerPeakRssMB} MB (tree ${r.treePeakRssMB} MB); cpu worker ${r.workerCpuSeconds} s, children ${r.childCpuSeconds} s`;
+
+  const raw1 = await runRawDump(cluster, 'bench', outDir);
+  log(`  raw pg_dump #1: ${raw1.seconds.toFixed(2)} s, ${mb(raw1.dumpBytes)} MB, pg_dump peak ${raw1.pgDumpRssMB} MB, cpu ${raw1.cpuSeconds} s`);
+  const local = await runPgrunbook(h, 'bench', 'local', `p${index}-local`);
+  log(`  pgrunbook local: ${describe(local)}`);
+  const s3 = await runPgrunbook(h, 'bench', 's3', `p${index}-s3`);
+  log(`  pgrunbook s3:    ${describe(s3)}`);
+  const raw2 = await runRawDump(cluster, 'bench', outDir);
+  log(`  raw pg_dump #2: ${raw2.seconds.toFixed(2)} s, ${mb(raw2.dumpBytes)} MB, pg_dump peak ${raw2.pgDumpRssMB} MB, cpu ${raw2.cpuSeconds} s`);
+  const localNoRowCounts = await runPgrunbook(h, 'bench-nocount', 'local', `p${index}-nocount`);
+  log(`  pgrunbook local, rowCounts off (diagnostic): ${describe(localNoRowCounts)}`);
+
+  const rawMeanSeconds = mean([raw1.seconds, raw2.seconds]);
+  const ratio = (s: number): number => round(s / rawMeanSeconds, 3);
+  return {
+    targetGB,
+    databaseBytes,
+    rows: gen.rows,
+    rowCountSeconds: round(rowCountSeconds),
+    raw: [raw1, raw2].map((r) => ({ ...r, seconds: round(r.seconds) })),
+    rawMeanSeconds: round(rawMeanSeconds),
+    local,
+    s3,
+    localNoRowCounts,
+    ratios: {
+      local: ratio(local.seconds),
+      s3: ratio(s3.seconds),
+      dumpStepLocal: ratio(local.steps.dump ?? NaN),
+      dumpStepS3: ratio(s3.steps.dump ?? NaN),
+      localNoRowCounts: ratio(localNoRowCounts.seconds),
+      dumpStepLocalNoRowCounts: ratio(localNoRowCounts.steps.dump ?? NaN),
+    },
+    workerPeakRssMB: Math.max(local.workerPeakRssMB, s3.workerPeakRssMB, localNoRowCounts.workerPeakRssMB),
+    treePeakRssMB: Math.max(local.treePeakRssMB, s3.treePeakRssMB, localNoRowCounts.treePeakRssMB),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+
+function report(points: SizePoint[], extra: Record<string, unknown>): void {
+  const f = (n: number, d = 2): string => (Number.isFinite(n) ? n.toFixed(d) : '-');
+  process.stdout.write('\n== pgrunbook backup vs raw pg_dump -Fc -Z6 ==\n');
+  process.stdout.write(
+    table(
+      ['db size', 'raw s (mean)', 'local s', 'ratio', 's3 s', 'ratio', 'dump-step ratio local/s3', 'worker peak RSS', 'worker+children peak'],
+      points.map((p) => [
+        `${f(p.databaseBytes / GB, 2)} GB`,
+        `${f(p.rawMeanSeconds)} (${p.raw.map((r) => f(r.seconds)).join(', ')})`,
+        f(p.local.seconds),
+        f(p.ratios.local, 3),
+        f(p.s3.seconds),
+        f(p.ratios.s3, 3),
+        `${f(p.ratios.dumpStepLocal, 3)} / ${f(p.ratios.dumpStepS3, 3)}`,
+        `${f(p.workerPeakRssMB, 1)} MB`,
+        `${f(p.treePeakRssMB, 1)} MB`,
+      ]),
+    ) + '\n',
+  );
+
+  process.stdout.write('\n-- where the time goes (seconds; "other" = total minus the steps: scheduling, client round trips) --\n');
+  const stepNames = ['plan', 'probe', 'dump', 'metadata', 'verify', 'manifest'];
+  const rows: string[][] = [];
+  for (const p of points) {
+    for (const [name, r] of [['local', p.local], ['s3', p.s3], ['local, no row counts', p.localNoRowCounts]] as const) {
+      const stepSum = stepNames.reduce((a, s) => a + (r.steps[s] ?? 0), 0);
+      rows.push([
+        `${f(p.databaseBytes / GB, 2)} GB`,
+        name,
+        f(r.seconds),
+        ...stepNames.map((s) => f(r.steps[s] ?? NaN)),
+        f(r.seconds - stepSum),
+        f(r.seconds / p.rawMeanSeconds, 3),
+        `${f(r.workerCpuSeconds, 1)} / ${f(r.childCpuSeconds, 1)}`,
+      ]);
+    }
+  }
+  process.stdout.write(table(['db size', 'run', 'total', ...stepNames, 'other', 'ratio', 'cpu s worker/children'], rows) + '\n');
+
+  process.stdout.write('\n-- context --\n');
+  for (const p of points) {
+    process.stdout.write(
+      `${f(p.databaseBytes / GB, 2)} GB: ${p.rows.events.toLocaleString('en')} events + ${p.rows.accounts.toLocaleString('en')} accounts; dump ${f(p.raw[0]!.dumpBytes / MB, 1)} MB ` +
+        `(${f((100 * p.raw[0]!.dumpBytes) / p.databaseBytes, 0)}% of the db size); raw pg_dump peak RSS ${f(Math.max(...p.raw.map((r) => r.pgDumpRssMB)), 1)} MB, cpu ${p.raw.map((r) => f(r.cpuSeconds, 1)).join('/')} s; ` +
+        `count(*) of all tables alone ${f(p.rowCountSeconds)} s\n`,
+    );
+  }
+
+  const worstRatio = Math.max(...points.flatMap((p) => [p.ratios.local, p.ratios.s3]));
+  const worstRss = Math.max(...points.map((p) => p.workerPeakRssMB));
+  const rssGrowth = points.length >= 2 ? points.at(-1)!.workerPeakRssMB - points[0]!.workerPeakRssMB : 0;
+  const verdict = (ok: boolean): string => (ok ? 'MET' : 'NOT MET');
+  process.stdout.write('\n-- targets --\n');
+  process.stdout.write(`time ratio <= ${TARGET_TIME_RATIO}: worst ${f(worstRatio, 3)} -> ${verdict(worstRatio <= TARGET_TIME_RATIO)}\n`);
+  process.stdout.write(`worker peak RSS <= ${TARGET_RSS_MB} MB: worst ${f(worstRss, 1)} MB -> ${verdict(worstRss <= TARGET_RSS_MB)}\n`);
+  if (points.length >= 2) {
+    const growth = points.at(-1)!.databaseBytes / points[0]!.databaseBytes;
+    process.stdout.write(`worker peak RSS as the database grows x${f(growth, 1)}: ${points.map((p) => `${f(p.workerPeakRssMB, 1)} MB`).join(' -> ')} (${rssGrowth >= 0 ? '+' : ''}${f(rssGrowth, 1)} MB)\n`);
+  }
+  const summary = {
+    targets: { timeRatio: TARGET_TIME_RATIO, workerPeakRssMB: TARGET_RSS_MB },
+    worstTimeRatio: worstRatio,
+    worstWorkerPeakRssMB: worstRss,
+    workerPeakRssGrowthMB: round(rssGrowth, 1),
+    ...extra,
+    points,
+  };
+  process.stdout.write(`\nBENCH_RESULT ${JSON.stringify(summary)}\n`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Main
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    options: {
+      'size-gb': { type: 'string', default: '1' },
+      keep: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    process.stdout.write('usage: npm run bench:backup [-- --size-gb N] [--keep]\n');
+    return 0;
+  }
+  const sizeGB = Number(values['size-gb']);
+  if (!Number.isFinite(sizeGB) || sizeGB <= 0) throw new Error(`--size-gb must be a positive number, got ${values['size-gb']}`);
+  const sizes = [round(sizeGB * SMALL_FRACTION, 3), sizeGB];
+
+  const cleanups: { name: string; run: () => Promise<void> }[] = [];
+  let cleaned: Promise<void> | undefined;
+  const cleanup = (): Promise<void> =>
+    (cleaned ??= (async () => {
+      for (const step of cleanups.reverse()) {
+        try {
+          await step.run();
+        } catch (error) {
+          log(`cleanup of ${step.name} failed: ${(error as Error).message}`);
+        }
+      }
+    })());
+  const onSignal = (signal: NodeJS.Signals): void => {
+    log(`${signal}: tearing down ...`);
+    void cleanup().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+
+  const workDir = mkdtempSync(join(tmpdir(), 'pgrunbook-bench-'));
+  let workerLog: string | undefined;
+  cleanups.push({ name: 'work directory', run: async () => rmSync(workDir, { recursive: true, force: true }) });
+  try {
+    log(`pgrunbook backup benchmark: --size-gb ${sizeGB} (points ${sizes.join(' and ')} GB), ${cpus().length} CPUs, ${mb(totalmem())} MB RAM, work dir ${workDir}`);
+
+    log('starting PostgreSQL, SeaweedFS and the Temporal dev server ...');
+    // Started side by side; whatever did start is torn down even if another one failed.
+    const started = await Promise.allSettled([
+      startPostgresCluster({ settings: { max_wal_size: "'4GB'", checkpoint_timeout: "'30min'" } }),
+      startS3Server({ bucket: 'pgrunbook-bench' }),
+      startTemporalDevServer(),
+    ] as const);
+    const [pgStart, s3Start, temporalStart] = started;
+    if (pgStart.status === 'fulfilled') cleanups.push({ name: 'PostgreSQL cluster', run: () => pgStart.value.stop() });
+    if (s3Start.status === 'fulfilled') cleanups.push({ name: 'SeaweedFS', run: () => s3Start.value.stop() });
+    if (temporalStart.status === 'fulfilled') cleanups.push({ name: 'Temporal dev server', run: () => temporalStart.value.teardown() });
+    for (const s of started) if (s.status === 'rejected') throw s.reason;
+    const cluster = (pgStart as PromiseFulfilledResult<PostgresCluster>).value;
+    const s3 = (s3Start as PromiseFulfilledResult<S3Server>).value;
+    const temporal = (temporalStart as PromiseFulfilledResult<Awaited<ReturnType<typeof startTemporalDevServer>>>).value;
+    log(`  PostgreSQL ${await cluster.sql('SHOW server_version')} on 127.0.0.1:${cluster.port}; S3 ${s3.endpoint}; Temporal ${temporal.address}`);
+
+    await cluster.sql('CREATE DATABASE bench');
+    await cluster.sql('CREATE DATABASE warmup');
+    await cluster.sql('CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 1000) g', 'warmup');
+
+    // The worker's config: the database URL (with its password) and the S3 keys live only in the
+    // worker process's environment.
+    const fileConfig = {
+      temporal: { address: temporal.address, namespace: 'default', taskQueue: TASK_QUEUE },
+      repositories: {
+        local: { type: 'local', path: join(workDir, 'repo') },
+        s3: { type: 's3', bucket: s3.bucket, endpoint: s3.endpoint, region: 'us-east-1', forcePathStyle: true },
+      },
+      databases: {
+        bench: { url: '${BENCH_DATABASE_URL}' },
+        'bench-nocount': { url: '${BENCH_DATABASE_URL}', dump: { rowCounts: false } },
+        warmup: { url: '${BENCH_WARMUP_DATABASE_URL}' },
+      },
+      defaults: { repository: 'local' },
+      timeouts: { heartbeatSeconds: 30 },
+    };
+    const config = Config.parse(fileConfig);
+    mkdirSync(join(workDir, 'repo'));
+    const configPath = join(workDir, 'pgrunbook.yaml');
+    writeFileSync(configPath, `# written by bench/backup.ts\n${stringify(fileConfig)}`);
+    const workerEnv: NodeJS.ProcessEnv = {
+      ...process.env,
+      BENCH_DATABASE_URL: cluster.url('bench'),
+      BENCH_WARMUP_DATABASE_URL: cluster.url('warmup'),
+      AWS_ACCESS_KEY_ID: s3.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: s3.secretAccessKey,
+    };
+    log('starting the worker process (node dist/client/main.js worker) ...');
+    workerLog = join(workDir, 'worker.log');
+    const worker = await startWorkerProcess(configPath, workerEnv, workerLog);
+    cleanups.push({ name: 'worker', run: () => worker.stop() });
+    const startupPeak = peakRssOf(worker.pid) ?? 0;
+    const h: Harness = { client: temporal.client, config, worker };
+
+    // Warm-up: the first workflow task starts the workflow sandbox; pay for that outside the figures.
+    await runPgrunbook(h, 'warmup', 'local', 'warmup-local');
+    await runPgrunbook(h, 'warmup', 's3', 'warmup-s3');
+    const idleRss = rssOf(worker.pid) ?? 0;
+    log(`  worker ready (pid ${worker.pid}): startup peak RSS ${mb(startupPeak)} MB (incl. workflow bundling), RSS after warm-up ${mb(idleRss)} MB`);
+
+    const gen = await DataGenerator.create(cluster.url('bench'));
+    cleanups.push({ name: 'generator connection', run: () => gen.close() });
+    const outDir = join(workDir, 'raw');
+    mkdirSync(outDir);
+    const points: SizePoint[] = [];
+    for (const [i, size] of sizes.entries()) points.push(await measurePoint(h, cluster, gen, size, i + 1, outDir));
+
+    report(points, {
+      sizeGB,
+      cpus: cpus().length,
+      workerStartupPeakRssMB: mb(startupPeak),
+      workerIdleRssMB: mb(idleRss),
+    });
+
+    if (values.keep) {
+      log(`--keep: everything stays up (worker config ${configPath}, log ${worker.logPath}, Temporal ${temporal.address}, S3 ${s3.endpoint}); Ctrl-C tears it down`);
+      await new Promise<void>(() => undefined); // until a signal
+    }
+    return 0;
+  } catch (error) {
+    const described = describeError(error);
+    process.stderr.write(`bench failed: ${described.type}: ${described.message}${described.hint ? `\nHINT: ${described.hint}` : ''}\n`);
+    if (workerLog && existsSync(workerLog)) process.stderr.write(`--- worker log (tail) ---\n${readFileSync(workerLog, 'utf8').slice(-4000)}\n`);
+    return 1;
+  } finally {
+    log('tearing down ...');
+    await cleanup();
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    process.stderr.write(`bench failed: ${(error as Error).stack ?? String(error)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,100 @@
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+
+// Linux /proc readers for the benchmark's memory figures. All sizes in bytes.
+
+function statusField(pid: number, field: 'VmRSS' | 'VmHWM'): number | undefined {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/status`, 'utf8');
+  } catch {
+    return undefined; // gone
+  }
+  const match = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(text);
+  return match ? Number(match[1]) * 1024 : undefined;
+}
+
+export const rssOf = (pid: number): number | undefined => statusField(pid, 'VmRSS');
+export const peakRssOf = (pid: number): number | undefined => statusField(pid, 'VmHWM');
+
+/**
+ * Resets the kernel's peak-RSS counter (VmHWM) to the current RSS (`echo 5 > clear_refs`, Linux
+ * 4.0+), so the next VmHWM read covers only what ran since. False when not permitted.
+ */
+export function resetPeakRss(pid: number): boolean {
+  try {
+    writeFileSync(`/proc/${pid}/clear_refs`, '5');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Children of every thread of `pid` (a child belongs to the thread that forked it). */
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  let tasks: string[];
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const tid of tasks) {
+    try {
+      for (const child of readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').trim().split(/\s+/)) {
+        if (child) out.push(Number(child));
+      }
+    } catch {
+      // thread or process gone
+    }
+  }
+  return out;
+}
+
+export function descendantsOf(pid: number): number[] {
+  const out: number[] = [];
+  const queue = [pid];
+  while (queue.length > 0) {
+    for (const child of childrenOf(queue.shift()!)) {
+      out.push(child);
+      queue.push(child);
+    }
+  }
+  return out;
+}
+
+export interface RssSample {
+  /** Peak VmRSS of the process itself over the samples. */
+  self: number;
+  /** Peak over the samples of the sum of VmRSS of the process and all its descendants. */
+  tree: number;
+  /** Peak VmRSS of any single descendant. */
+  child: number;
+  samples: number;
+}
+
+/** Samples VmRSS of a process (and, summed, of its descendants) every `intervalMs` until stopped. */
+export function sampleRss(pid: number, intervalMs = 200): { stop(): RssSample } {
+  const result: RssSample = { self: 0, tree: 0, child: 0, samples: 0 };
+  const sample = (): void => {
+    const self = rssOf(pid);
+    if (self === undefined) return;
+    let tree = self;
+    for (const child of descendantsOf(pid)) {
+      const rss = rssOf(child) ?? 0;
+      tree += rss;
+      result.child = Math.max(result.child, rss);
+    }
+    result.self = Math.max(result.self, self);
+    result.tree = Math.max(result.tree, tree);
+    result.samples++;
+  };
+  sample();
+  const timer = setInterval(sample, intervalMs);
+  return {
+    stop: () => {
+      clearInterval(timer);
+      sample();
+      return { ...result };
+    },
+  };
+}
