@@ -53,7 +53,8 @@ export class LocalRepository implements Repository {
     const path = this.path(key);
     // Open eagerly so a missing key fails here, not on the first read.
     const handle = await open(path, 'r');
-    return createReadStream(path, { fd: handle.fd, signal: options.signal, highWaterMark: 1 << 20 });
+    // The stream owns the FileHandle and closes it; never pass its bare fd (GC would close it twice).
+    return createReadStream(path, { fd: handle, signal: options.signal, highWaterMark: 1 << 20 });
   }
 
   async stat(key: string): Promise<ObjectInfo | undefined> {
