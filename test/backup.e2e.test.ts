@@ -124,3 +124,34 @@ describe('backups list', () => {
     expect(backups.every((b) => b.state === 'verified')).toBe(true);
   });
 });
+
+describe('the temporal CLI', () => {
+  it('starts backupDatabase from plain JSON input, and finds it by pgrunbook search attributes', async () => {
+    const { temporalCli } = await import('../stack/binaries.js');
+    const config = stack.config({ app: { url: stack.databaseUrl('app') } });
+    const { stop } = await stack.startWorker(config);
+    const address = config.temporal.address;
+    const workflowId = `cli-started-${Date.now()}`;
+    try {
+      execFileSync(temporalCli(), [
+        'workflow', 'start', '--address', address, '--namespace', config.temporal.namespace,
+        '--type', 'backupDatabase', '--task-queue', config.temporal.taskQueue, '--workflow-id', workflowId,
+        '--input', '{"database":"app","label":"from-cli"}',
+      ]);
+      const result = (await stack.client.workflow.getHandle(workflowId).result()) as BackupResult;
+      expect(result).toMatchObject({ status: 'verified', database: 'app' });
+      expect(result.backupId).toMatch(/_from-cli$/);
+      // The workflow upserted its search attributes itself (the CLI set none).
+      const query = `PgrunbookDatabase="app" AND PgrunbookOperation="backup" AND PgrunbookLabel="from-cli"`;
+      let ids: string[] = [];
+      for (let i = 0; i < 50 && !ids.includes(workflowId); i++) {
+        const out = execFileSync(temporalCli(), ['workflow', 'list', '--address', address, '--query', query, '-o', 'json']).toString();
+        ids = (JSON.parse(out || '[]') as { execution: { workflowId: string } }[]).map((w) => w.execution.workflowId);
+        if (!ids.includes(workflowId)) await new Promise((r) => setTimeout(r, 200));
+      }
+      expect(ids).toEqual([workflowId]);
+    } finally {
+      await stop();
+    }
+  });
+});

@@ -1,0 +1,38 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { historyFromJSON } from '@temporalio/common/lib/proto-utils';
+import { Worker, type WorkflowBundle } from '@temporalio/worker';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { bundleWorkflows } from '../worker/worker.js';
+
+// Histories recorded from real runs (test/histories/record.ts). A change to workflow code that
+// would break workflows already running in production fails here; such a change needs patched().
+const dir = fileURLToPath(new URL('./histories', import.meta.url));
+const histories = readdirSync(dir).filter((f) => f.endsWith('.json')).sort();
+
+let bundle: WorkflowBundle;
+beforeAll(async () => {
+  bundle = await bundleWorkflows();
+});
+
+describe('replaying recorded workflow histories', () => {
+  it('has histories for the verified, failed, cancelled and invalid-input paths', () => {
+    expect(histories).toEqual(['backup-cancelled.json', 'backup-connection-failed.json', 'backup-invalid-input.json', 'backup-verified.json']);
+  });
+
+  it.each(histories)('%s replays deterministically against the current workflow code', async (file) => {
+    const history = historyFromJSON(JSON.parse(readFileSync(join(dir, file), 'utf8')));
+    await expect(Worker.runReplayHistory({ workflowBundle: bundle }, history, file)).resolves.toBeUndefined();
+  });
+
+  it('detects a history whose commands no longer match the code', async () => {
+    // Drop the first activity the workflow scheduled: replay must notice the divergence.
+    const json = JSON.parse(readFileSync(join(dir, 'backup-verified.json'), 'utf8')) as { events: { eventType: string }[] };
+    const scheduled = json.events.findIndex((e) => /ACTIVITY_TASK_SCHEDULED|ActivityTaskScheduled/.test(String(e.eventType)));
+    expect(scheduled).toBeGreaterThan(0);
+    json.events.splice(scheduled, 1);
+    const history = historyFromJSON(json);
+    await expect(Worker.runReplayHistory({ workflowBundle: bundle }, history, 'tampered')).rejects.toThrow();
+  });
+});
