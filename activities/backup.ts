@@ -4,7 +4,7 @@ import { defaultRepositoryId } from '../config/schema.js';
 import { ConfigError } from '../config/errors.js';
 import { extensionsInventory, toTsv, viewReloptions, type SchemaVersion } from '../postgres/catalog.js';
 import { resolveConnection, describeConnection, pgClientConfig, type ConnectionParams } from '../postgres/connection.js';
-import { dumpSchemaToRepository, dumpToRepository } from '../postgres/dump.js';
+import { compressionArgs, dumpSchemaToRepository, dumpToRepository } from '../postgres/dump.js';
 import { classifyPostgresError, classifyToolError, failure } from '../postgres/errors.js';
 import { probeServer } from '../postgres/probe.js';
 import { clientToolsFor, newestClientTools } from '../postgres/tools.js';
@@ -143,7 +143,7 @@ export function createBackupActivities(deps: ActivityDeps) {
     },
 
     /** Step 1: server version, database exists, size, pg_dump able to dump this server. */
-    async probeDatabase(input: { database: string }): Promise<ProbeResult> {
+    async probeDatabase(input: { database: string; format?: DumpFormat; compression?: string }): Promise<ProbeResult> {
       const params = connection(input.database);
       const where = describeConnection(params);
       let facts;
@@ -153,6 +153,8 @@ export function createBackupActivities(deps: ActivityDeps) {
         throw classifyPostgresError(error, where);
       }
       const tools = await clientToolsFor(facts.serverMajor, databaseConfig(input.database).pgBinDir);
+      // Refuse a compression this pg_dump cannot do now, not after connecting for the dump.
+      if (input.format && input.compression) compressionArgs(input.format, input.compression, tools.major);
       return { serverVersion: facts.serverVersion, serverMajor: facts.serverMajor, databaseSizeBytes: facts.databaseSizeBytes, pgDumpVersion: tools.version, target: where };
     },
 

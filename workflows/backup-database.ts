@@ -111,7 +111,7 @@ export async function backupDatabase(rawInput: BackupInput): Promise<BackupResul
 
   try {
     // 1. Probe: reachable, exists, and a pg_dump on this worker can dump this server version.
-    probe = await runbook.step('probe', () => short.probeDatabase({ database: input.database }));
+    probe = await runbook.step('probe', () => short.probeDatabase({ database: input.database, format: plan.format, compression: plan.compression }));
     runbook.status.details.databaseSizeBytes = probe.databaseSizeBytes;
     // 2. Dump: streamed into the repository; nothing is visible until it completes.
     dump = await runbook.step('dump', () => long.dumpDatabase({ database: input.database, backupId: id, plan, serverMajor: probe!.serverMajor }));
