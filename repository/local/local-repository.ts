@@ -106,8 +106,10 @@ export class LocalRepository implements Repository {
     } catch {
       return 0;
     }
-    const mine = entries.filter((name) => name.startsWith(`.${basename(target)}.`) && PARTIAL.test(name));
-    await Promise.all(mine.map((name) => rm(join(dirname(target), name), { force: true })));
+    // Exactly this key's partials: ".<name>.<12 hex>.partial", not those of "<name>.gz" and the like.
+    const name = basename(target);
+    const mine = entries.filter((entry) => entry.length === name.length + 22 && entry.startsWith(`.${name}.`) && PARTIAL.test(entry));
+    await Promise.all(mine.map((entry) => rm(join(dirname(target), entry), { force: true })));
     return mine.length;
   }
 }
