@@ -326,7 +326,15 @@ interface Harness {
   worker: WorkerProcess;
 }
 
-async function runPgrunbook(h: Harness, database: string, repository: string, label: string): Promise<PgrunbookRun> {
+/**
+ * A backup that takes this much longer than raw pg_dump is stuck, not slow: terminate it and fail
+ * the benchmark instead of waiting for the step timeouts (hours).
+ */
+function stuckAfterMs(rawSeconds: number): number {
+  return Math.max(120_000, rawSeconds * 10_000);
+}
+
+async function runPgrunbook(h: Harness, database: string, repository: string, label: string, timeoutMs: number): Promise<PgrunbookRun> {
   const pid = h.worker.pid;
   const hwmReset = resetPeakRss(pid);
   const cpuBefore = cpuSeconds(pid);
@@ -337,7 +345,24 @@ async function runPgrunbook(h: Harness, database: string, repository: string, la
   let rss;
   try {
     handle = await startBackup(h.client, h.config, { database, label, repository });
-    result = await handle.result();
+    let timer: NodeJS.Timeout | undefined;
+    const stuck = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error('stuck')), timeoutMs);
+    });
+    try {
+      result = await Promise.race([handle.result(), stuck]);
+    } catch (error) {
+      if ((error as Error).message !== 'stuck') throw error;
+      const status = await handle.query(statusQuery).catch(() => undefined);
+      const pending = (await handle.describe().catch(() => undefined))?.raw.pendingActivities?.[0];
+      await handle.terminate('bench: no result in time').catch(() => undefined);
+      throw new Error(
+        `backup ${handle.workflowId} had no result after ${timeoutMs / 1000} s (terminated); current step ${status?.currentStep ?? '?'}, ` +
+          `pending activity ${pending?.activityType?.name ?? '-'} (attempt ${pending?.attempt ?? '-'}, last heartbeat ${pending?.lastHeartbeatTime ? 'seen' : 'none'})`,
+      );
+    } finally {
+      clearTimeout(timer);
+    }
   } finally {
     rss = sampler.stop();
   }
@@ -390,13 +415,14 @@ async function measurePoint(h: Harness, cluster: PostgresCluster, gen: DataGener
 
   const raw1 = await runRawDump(cluster, 'bench', outDir);
   log(`  raw pg_dump #1: ${raw1.seconds.toFixed(2)} s, ${mb(raw1.dumpBytes)} MB, pg_dump peak ${raw1.pgDumpRssMB} MB, cpu ${raw1.cpuSeconds} s`);
-  const local = await runPgrunbook(h, 'bench', 'local', `p${index}-local`);
+  const timeoutMs = stuckAfterMs(raw1.seconds);
+  const local = await runPgrunbook(h, 'bench', 'local', `p${index}-local`, timeoutMs);
   log(`  pgrunbook local: ${describe(local)}`);
-  const s3 = await runPgrunbook(h, 'bench', 's3', `p${index}-s3`);
+  const s3 = await runPgrunbook(h, 'bench', 's3', `p${index}-s3`, timeoutMs);
   log(`  pgrunbook s3:    ${describe(s3)}`);
   const raw2 = await runRawDump(cluster, 'bench', outDir);
   log(`  raw pg_dump #2: ${raw2.seconds.toFixed(2)} s, ${mb(raw2.dumpBytes)} MB, pg_dump peak ${raw2.pgDumpRssMB} MB, cpu ${raw2.cpuSeconds} s`);
-  const localNoRowCounts = await runPgrunbook(h, 'bench-nocount', 'local', `p${index}-nocount`);
+  const localNoRowCounts = await runPgrunbook(h, 'bench-nocount', 'local', `p${index}-nocount`, timeoutMs);
   log(`  pgrunbook local, rowCounts off (diagnostic): ${describe(localNoRowCounts)}`);
 
   const rawMeanSeconds = mean([raw1.seconds, raw2.seconds]);
@@ -598,8 +624,8 @@ async function main(): Promise<number> {
     const h: Harness = { client: temporal.client, config, worker };
 
     // Warm-up: the first workflow task starts the workflow sandbox; pay for that outside the figures.
-    await runPgrunbook(h, 'warmup', 'local', 'warmup-local');
-    await runPgrunbook(h, 'warmup', 's3', 'warmup-s3');
+    await runPgrunbook(h, 'warmup', 'local', 'warmup-local', 120_000);
+    await runPgrunbook(h, 'warmup', 's3', 'warmup-s3', 120_000);
     const idleRss = rssOf(worker.pid) ?? 0;
     log(`  worker ready (pid ${worker.pid}): startup peak RSS ${mb(startupPeak)} MB (incl. workflow bundling), RSS after warm-up ${mb(idleRss)} MB`);
 

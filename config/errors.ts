@@ -24,6 +24,7 @@ const HINTS: Record<string, string> = {
   repository: 'use the id of an entry under `repositories:`',
   endpoint: 'a full URL such as http://127.0.0.1:8333',
   database: 'use the id of an entry under `databases:` in the worker\'s config',
+  port: 'a TCP port number, e.g. 5432 (unquoted)',
 };
 
 function pathOf(path: readonly PropertyKey[]): string {
@@ -38,6 +39,10 @@ export function fromZodError(error: z.ZodError, source: string): ConfigError {
     if (issue.code === 'unrecognized_keys') {
       message = `unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${k}"`).join(', ')}`;
       hint = 'remove it or check its spelling against the config reference in README.md';
+    } else if (issue.code === 'invalid_key') {
+      // zod keeps the key's own complaint (what an id looks like) one level down.
+      message = `invalid id "${String(issue.path.at(-1))}": ${issue.issues[0]?.message ?? issue.message}`;
+      hint = 'ids are lowercase letters, digits, "-" and "_", e.g. main or app-db';
     } else if (issue.code === 'invalid_type' && issue.message.includes('received undefined')) {
       message = `required: ${issue.message.replace(/^Invalid input: /, '')}`;
     }

@@ -16,7 +16,8 @@ export interface ConnectionParams {
 /** Replaces ${VAR} and ${VAR:-default} from the environment; a missing variable is a config error. */
 export function substituteEnv(text: string, field: string, env: NodeJS.ProcessEnv = process.env): string {
   return text.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g, (_, name: string, fallback: string | undefined) => {
-    const value = env[name] ?? fallback;
+    // As in the shell and docker compose, ":-" applies when the variable is unset *or empty*.
+    const value = fallback !== undefined && !env[name] ? fallback : env[name];
     if (value === undefined) {
       throw new ConfigError([{ path: field, message: `environment variable ${name} is not set`, hint: `export ${name} in the worker's environment` }], 'configuration');
     }

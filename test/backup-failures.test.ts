@@ -1,5 +1,5 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync, existsSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { WorkflowFailedError } from '@temporalio/client';
@@ -61,6 +61,20 @@ async function pgDumpBackends(): Promise<number> {
   return Number(out);
 }
 
+/** Command lines of running pg_dump processes, as any local user could read them. */
+function pgDumpCommandLines(): string[] {
+  const lines: string[] = [];
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    try {
+      const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ');
+      if (/(^|\/)pg_dump /.test(argv)) lines.push(argv);
+    } catch {
+      // The process ended while we looked.
+    }
+  }
+  return lines;
+}
+
 function failureOf(error: unknown): { type?: string; message: string; nonRetryable?: boolean } {
   expect(error).toBeInstanceOf(WorkflowFailedError);
   let cause = (error as WorkflowFailedError).cause as { cause?: unknown; type?: string; message: string; nonRetryable?: boolean };
@@ -77,6 +91,11 @@ describe.each(['local', 's3'])('cancelling a backup mid-dump (%s)', (repositoryI
       const handle = await startBackup(stack.client, config, { database: 'app' });
       await waitFor('the dump step', async () => (await handle.query(statusQuery)).currentStep === 'dump');
       await waitFor('pg_dump to connect', async () => (await pgDumpBackends()) >= 2);
+      // The password reaches pg_dump through its environment, never its argv (visible to `ps`).
+      const dumps = pgDumpCommandLines();
+      expect(dumps.length).toBeGreaterThanOrEqual(1);
+      expect(dumps.some((argv) => argv.includes('--snapshot='))).toBe(true);
+      for (const argv of dumps) expect(argv).not.toContain(stack.cluster.password);
       await handle.cancel();
       const error = await handle.result().catch((e: unknown) => e);
       expect(error).toBeInstanceOf(WorkflowFailedError);

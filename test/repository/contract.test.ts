@@ -306,8 +306,8 @@ describe.each(drivers)('Repository contract ($driver)', ({ driver, start }) => {
 
   it('leaves incomplete writes of a key that merely starts with the same name alone', async () => {
     await h.simulateCrashedWriter('prefixed/db_full.sql.gz');
-    // BUG: (local) LocalRepository.removeIncompleteWrites matches ".db_full.sql." as a name prefix,
-    // so it also deletes the temp file of an in-progress write of "db_full.sql.gz".
+    // Regression: LocalRepository.removeIncompleteWrites once matched ".db_full.sql." as a name
+    // prefix and so also deleted the temp file of an in-progress write of "db_full.sql.gz".
     expect(await repo.removeIncompleteWrites('prefixed/db_full.sql')).toBe(0);
     expect(await h.incompleteWrites('prefixed/db_full.sql.gz')).toBe(1);
     await repo.removeIncompleteWrites('prefixed/db_full.sql.gz');
