@@ -30,7 +30,7 @@ import { startPostgresCluster, type PostgresCluster } from '../stack/postgres-cl
 import { startS3Server, type S3Server } from '../stack/seaweedfs.js';
 import { startTemporalDevServer } from '../stack/temporal-dev-server.js';
 import { statusQuery } from '../workflows/runbook.js';
-import { peakRssOf, resetPeakRss, rssOf, sampleRss } from './proc-memory.js';
+import { cpuOf, descendantsOf, machineCpu, peakRssOf, resetPeakRss, rssOf, sampleRss, treeCpuOf } from './proc.js';
 
 const MB = 1024 * 1024;
 const GB = 1024 * MB;
@@ -58,16 +58,6 @@ function secondsSince(start: bigint): number {
 const mb = (bytes: number): number => Math.round((bytes / MB) * 10) / 10;
 const round = (n: number, digits = 2): number => Math.round(n * 10 ** digits) / 10 ** digits;
 const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
-
-/** CPU seconds of a process (utime+stime) and of its reaped children (cutime+cstime). */
-function cpuSeconds(pid: number | 'self'): { self: number; children: number } {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  // Fields after the command name start at field 3 (state): utime is 14, stime 15, cutime 16, cstime 17.
-  const f = (n: number): number => Number(fields[n - 3]);
-  const tick = 100; // CLK_TCK on Linux
-  return { self: (f(14) + f(15)) / tick, children: (f(16) + f(17)) / tick };
-}
 
 // ---------------------------------------------------------------------------------------------
 // Data generation
@@ -267,6 +257,83 @@ async function startWorkerProcess(configPath: string, env: NodeJS.ProcessEnv, lo
 }
 
 // ---------------------------------------------------------------------------------------------
+// CPU accounting: on a small host the backup competes for cores with PostgreSQL, SeaweedFS and
+// Temporal; these figures show who used the CPU during each run.
+
+/** CPU seconds used during one run, by component. */
+interface CpuUse {
+  /** All CPUs of the machine, busy seconds, and busy / (wall x CPUs). */
+  machineBusy: number;
+  utilization: number;
+  /** postmaster and all backends (pg_dump's COPY, row counts). */
+  postgres: number;
+  /** pg_dump (raw, or spawned by the worker) and pg_restore -l. */
+  tools: number;
+  /** The node worker process itself (streams, sha256, S3 SDK, Temporal). */
+  worker: number;
+  weed: number;
+  temporal: number;
+  /** This benchmark process (RSS sampler). */
+  bench: number;
+}
+
+type CpuReading = { machine: number; postgres: number; workerSelf: number; workerTree: number; weed: number; temporal: number; benchSelf: number; benchChildren: number };
+
+class CpuAccounting {
+  private constructor(
+    private readonly pids: { postmaster: number; weed?: number; temporal?: number },
+    private worker?: number,
+  ) {}
+
+  static find(cluster: PostgresCluster): CpuAccounting {
+    const postmaster = Number(readFileSync(join(cluster.baseDir, 'data', 'postmaster.pid'), 'utf8').split('\n')[0]);
+    const byName = (name: string): number | undefined =>
+      descendantsOf(process.pid).find((pid) => {
+        try {
+          return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === name;
+        } catch {
+          return false;
+        }
+      });
+    return new CpuAccounting({ postmaster, weed: byName('weed'), temporal: byName('temporal') });
+  }
+
+  setWorker(pid: number): void {
+    this.worker = pid;
+  }
+
+  read(): CpuReading {
+    const tree = (pid: number | undefined): number => (pid === undefined ? 0 : treeCpuOf(pid));
+    const bench = cpuOf('self');
+    return {
+      machine: machineCpu().busy,
+      postgres: tree(this.pids.postmaster),
+      workerSelf: this.worker === undefined ? 0 : cpuOf(this.worker).self,
+      workerTree: tree(this.worker),
+      weed: tree(this.pids.weed),
+      temporal: tree(this.pids.temporal),
+      benchSelf: bench.self,
+      benchChildren: bench.children,
+    };
+  }
+
+  static since(before: CpuReading, after: CpuReading, wallSeconds: number): CpuUse {
+    const d = (k: keyof CpuReading): number => after[k] - before[k];
+    return {
+      machineBusy: round(d('machine'), 1),
+      utilization: round(d('machine') / (wallSeconds * cpus().length), 2),
+      postgres: round(d('postgres'), 1),
+      // Raw pg_dump is this process's child; the worker's pg_dump/pg_restore are the worker's.
+      tools: round(d('benchChildren') + d('workerTree') - d('workerSelf'), 1),
+      worker: round(d('workerSelf'), 1),
+      weed: round(d('weed'), 1),
+      temporal: round(d('temporal'), 1),
+      bench: round(d('benchSelf'), 1),
+    };
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Measurements
 
 interface RawRun {
@@ -274,13 +341,13 @@ interface RawRun {
   dumpBytes: number;
   /** Peak RSS of pg_dump, sampled every 200 ms. */
   pgDumpRssMB: number;
-  cpuSeconds: number;
+  cpu: CpuUse;
 }
 
-async function runRawDump(cluster: PostgresCluster, database: string, outDir: string): Promise<RawRun> {
+async function runRawDump(cluster: PostgresCluster, cpu: CpuAccounting, database: string, outDir: string): Promise<RawRun> {
   const file = join(outDir, `raw-${Date.now()}.dump`);
   const pgDump = join(cluster.binDir, 'pg_dump');
-  const cpuBefore = cpuSeconds('self').children;
+  const cpuBefore = cpu.read();
   const start = hrtime.bigint();
   const child = spawn(pgDump, ['-Fc', '-Z6', '-f', file], {
     env: { ...process.env, ...cluster.env(), PGDATABASE: database },
@@ -295,10 +362,11 @@ async function runRawDump(cluster: PostgresCluster, database: string, outDir: st
   });
   const seconds = secondsSince(start);
   const rss = sampler?.stop();
+  const cpuUse = CpuAccounting.since(cpuBefore, cpu.read(), seconds);
   if (code !== 0) throw new Error(`pg_dump failed (exit ${code}): ${stderr.trim()}`);
   const dumpBytes = statSync(file).size;
   rmSync(file, { force: true });
-  return { seconds, dumpBytes, pgDumpRssMB: mb(rss?.self ?? 0), cpuSeconds: round(cpuSeconds('self').children - cpuBefore) };
+  return { seconds, dumpBytes, pgDumpRssMB: mb(rss?.self ?? 0), cpu: cpuUse };
 }
 
 interface PgrunbookRun {
@@ -315,15 +383,16 @@ interface PgrunbookRun {
   /** Sampled peak of worker + children (pg_dump, pg_restore) summed, and of the largest child. */
   treePeakRssMB: number;
   childPeakRssMB: number;
-  /** CPU seconds: the node worker itself, and its reaped children (pg_dump, pg_restore). */
-  workerCpuSeconds: number;
-  childCpuSeconds: number;
+  /** Worker RSS when the run started: the baseline the peak grows from. */
+  workerRssBeforeMB: number;
+  cpu: CpuUse;
 }
 
 interface Harness {
   client: Client;
   config: Config;
   worker: WorkerProcess;
+  cpu: CpuAccounting;
 }
 
 /**
@@ -336,8 +405,9 @@ function stuckAfterMs(rawSeconds: number): number {
 
 async function runPgrunbook(h: Harness, database: string, repository: string, label: string, timeoutMs: number): Promise<PgrunbookRun> {
   const pid = h.worker.pid;
+  const rssBefore = rssOf(pid) ?? 0;
   const hwmReset = resetPeakRss(pid);
-  const cpuBefore = cpuSeconds(pid);
+  const cpuBefore = h.cpu.read();
   const sampler = sampleRss(pid);
   const start = hrtime.bigint();
   let result;
@@ -367,7 +437,7 @@ async function runPgrunbook(h: Harness, database: string, repository: string, la
     rss = sampler.stop();
   }
   const seconds = secondsSince(start);
-  const cpuAfter = cpuSeconds(pid);
+  const cpuUse = CpuAccounting.since(cpuBefore, h.cpu.read(), seconds);
   const hwm = hwmReset ? (peakRssOf(pid) ?? rss.self) : rss.self;
   const status = await handle.query(statusQuery);
   const steps: Record<string, number> = {};
@@ -383,8 +453,8 @@ async function runPgrunbook(h: Harness, database: string, repository: string, la
     workerSampledPeakRssMB: mb(rss.self),
     treePeakRssMB: mb(rss.tree),
     childPeakRssMB: mb(rss.child),
-    workerCpuSeconds: round(cpuAfter.self - cpuBefore.self),
-    childCpuSeconds: round(cpuAfter.children - cpuBefore.children),
+    workerRssBeforeMB: mb(rssBefore),
+    cpu: cpuUse,
   };
 }
 
@@ -404,6 +474,9 @@ interface SizePoint {
   treePeakRssMB: number;
 }
 
+const describeCpu = (c: CpuUse): string =>
+  `cpu ${c.machineBusy} s (${Math.round(c.utilization * 100)}% of all CPUs): postgres ${c.postgres}, pg tools ${c.tools}, worker ${c.worker}, weed ${c.weed}, temporal ${c.temporal}`;
+
 async function measurePoint(h: Harness, cluster: PostgresCluster, gen: DataGenerator, targetGB: number, index: number, outDir: string): Promise<SizePoint> {
   log(`size point ${index}: growing the database to ${targetGB} GB ...`);
   const databaseBytes = await gen.growTo(targetGB * GB);
@@ -411,17 +484,17 @@ async function measurePoint(h: Harness, cluster: PostgresCluster, gen: DataGener
   log(`size point ${index}: ${mb(databaseBytes)} MB; count(*) of both tables alone takes ${rowCountSeconds.toFixed(2)} s`);
 
   const describe = (r: PgrunbookRun): string =>
-    `${r.seconds.toFixed(2)} s, ${mb(r.dumpBytes)} MB; steps ${Object.entries(r.steps).map(([k, v]) => `${k} ${v}`).join(', ')}; worker peak ${r.workerPeakRssMB} MB (tree ${r.treePeakRssMB} MB); cpu worker ${r.workerCpuSeconds} s, children ${r.childCpuSeconds} s`;
+    `${r.seconds.toFixed(2)} s, ${mb(r.dumpBytes)} MB; steps ${Object.entries(r.steps).map(([k, v]) => `${k} ${v}`).join(', ')}; worker RSS ${r.workerRssBeforeMB} -> peak ${r.workerPeakRssMB} MB (with children ${r.treePeakRssMB} MB); ${describeCpu(r.cpu)}`;
 
-  const raw1 = await runRawDump(cluster, 'bench', outDir);
-  log(`  raw pg_dump #1: ${raw1.seconds.toFixed(2)} s, ${mb(raw1.dumpBytes)} MB, pg_dump peak ${raw1.pgDumpRssMB} MB, cpu ${raw1.cpuSeconds} s`);
+  const raw1 = await runRawDump(cluster, h.cpu, 'bench', outDir);
+  log(`  raw pg_dump #1: ${raw1.seconds.toFixed(2)} s, ${mb(raw1.dumpBytes)} MB, pg_dump peak ${raw1.pgDumpRssMB} MB; ${describeCpu(raw1.cpu)}`);
   const timeoutMs = stuckAfterMs(raw1.seconds);
   const local = await runPgrunbook(h, 'bench', 'local', `p${index}-local`, timeoutMs);
   log(`  pgrunbook local: ${describe(local)}`);
   const s3 = await runPgrunbook(h, 'bench', 's3', `p${index}-s3`, timeoutMs);
   log(`  pgrunbook s3:    ${describe(s3)}`);
-  const raw2 = await runRawDump(cluster, 'bench', outDir);
-  log(`  raw pg_dump #2: ${raw2.seconds.toFixed(2)} s, ${mb(raw2.dumpBytes)} MB, pg_dump peak ${raw2.pgDumpRssMB} MB, cpu ${raw2.cpuSeconds} s`);
+  const raw2 = await runRawDump(cluster, h.cpu, 'bench', outDir);
+  log(`  raw pg_dump #2: ${raw2.seconds.toFixed(2)} s, ${mb(raw2.dumpBytes)} MB, pg_dump peak ${raw2.pgDumpRssMB} MB; ${describeCpu(raw2.cpu)}`);
   const localNoRowCounts = await runPgrunbook(h, 'bench-nocount', 'local', `p${index}-nocount`, timeoutMs);
   log(`  pgrunbook local, rowCounts off (diagnostic): ${describe(localNoRowCounts)}`);
 
@@ -486,20 +559,39 @@ function report(points: SizePoint[], extra: Record<string, unknown>): void {
         ...stepNames.map((s) => f(r.steps[s] ?? NaN)),
         f(r.seconds - stepSum),
         f(r.seconds / p.rawMeanSeconds, 3),
-        `${f(r.workerCpuSeconds, 1)} / ${f(r.childCpuSeconds, 1)}`,
+        f((r.steps.dump ?? NaN) / p.rawMeanSeconds, 3),
       ]);
     }
   }
-  process.stdout.write(table(['db size', 'run', 'total', ...stepNames, 'other', 'ratio', 'cpu s worker/children'], rows) + '\n');
+  process.stdout.write(table(['db size', 'run', 'total', ...stepNames, 'other', 'ratio', 'dump-step ratio'], rows) + '\n');
+
+  process.stdout.write(`\n-- CPU seconds per run (${extra.cpus as number} CPUs; busy = whole machine; util = busy / (wall x CPUs)) --\n`);
+  const cpuRows: string[][] = [];
+  for (const p of points) {
+    const runs: [string, number, CpuUse][] = [
+      ['raw pg_dump #1', p.raw[0]!.seconds, p.raw[0]!.cpu],
+      ['pgrunbook local', p.local.seconds, p.local.cpu],
+      ['pgrunbook s3', p.s3.seconds, p.s3.cpu],
+      ['raw pg_dump #2', p.raw[1]!.seconds, p.raw[1]!.cpu],
+      ['local, no row counts', p.localNoRowCounts.seconds, p.localNoRowCounts.cpu],
+    ];
+    for (const [name, wall, c] of runs) {
+      cpuRows.push([`${f(p.databaseBytes / GB, 2)} GB`, name, f(wall), f(c.machineBusy, 1), `${Math.round(c.utilization * 100)}%`, f(c.postgres, 1), f(c.tools, 1), f(c.worker, 1), f(c.weed, 1), f(c.temporal, 1), f(c.bench, 1)]);
+    }
+  }
+  process.stdout.write(table(['db size', 'run', 'wall', 'busy', 'util', 'postgres', 'pg_dump/pg_restore', 'worker', 'weed', 'temporal', 'bench'], cpuRows) + '\n');
 
   process.stdout.write('\n-- context --\n');
   for (const p of points) {
     process.stdout.write(
       `${f(p.databaseBytes / GB, 2)} GB: ${p.rows.events.toLocaleString('en')} events + ${p.rows.accounts.toLocaleString('en')} accounts; dump ${f(p.raw[0]!.dumpBytes / MB, 1)} MB ` +
-        `(${f((100 * p.raw[0]!.dumpBytes) / p.databaseBytes, 0)}% of the db size); raw pg_dump peak RSS ${f(Math.max(...p.raw.map((r) => r.pgDumpRssMB)), 1)} MB, cpu ${p.raw.map((r) => f(r.cpuSeconds, 1)).join('/')} s; ` +
-        `count(*) of all tables alone ${f(p.rowCountSeconds)} s\n`,
+        `(${f((100 * p.raw[0]!.dumpBytes) / p.databaseBytes, 0)}% of the db size); raw pg_dump peak RSS ${f(Math.max(...p.raw.map((r) => r.pgDumpRssMB)), 1)} MB; ` +
+        `count(*) of all tables alone ${f(p.rowCountSeconds)} s; worker RSS before the runs ${[p.local, p.s3, p.localNoRowCounts].map((r) => f(r.workerRssBeforeMB, 0)).join('/')} MB\n`,
     );
   }
+  const idle = extra.idleCpu as CpuUse | undefined;
+  if (idle) process.stdout.write(`idle background before the runs: ${describeCpu(idle)} (per second of wall time)\n`);
+  process.stdout.write(`worker startup peak RSS ${extra.workerStartupPeakRssMB as number} MB (includes bundling the workflow code at start); RSS after warm-up ${extra.workerIdleRssMB as number} MB\n`);
 
   const worstRatio = Math.max(...points.flatMap((p) => [p.ratios.local, p.ratios.s3]));
   const worstRss = Math.max(...points.map((p) => p.workerPeakRssMB));
@@ -621,7 +713,9 @@ async function main(): Promise<number> {
     const worker = await startWorkerProcess(configPath, workerEnv, workerLog);
     cleanups.push({ name: 'worker', run: () => worker.stop() });
     const startupPeak = peakRssOf(worker.pid) ?? 0;
-    const h: Harness = { client: temporal.client, config, worker };
+    const cpu = CpuAccounting.find(cluster);
+    cpu.setWorker(worker.pid);
+    const h: Harness = { client: temporal.client, config, worker, cpu };
 
     // Warm-up: the first workflow task starts the workflow sandbox; pay for that outside the figures.
     await runPgrunbook(h, 'warmup', 'local', 'warmup-local', 120_000);
@@ -633,6 +727,12 @@ async function main(): Promise<number> {
     cleanups.push({ name: 'generator connection', run: () => gen.close() });
     const outDir = join(workDir, 'raw');
     mkdirSync(outDir);
+    // What the idle stack (Temporal, SeaweedFS, PostgreSQL, worker) costs in CPU, per second.
+    const idleBefore = cpu.read();
+    await new Promise((r) => setTimeout(r, 5_000));
+    const idleCpu = CpuAccounting.since(idleBefore, cpu.read(), 5);
+    for (const k of ['machineBusy', 'postgres', 'tools', 'worker', 'weed', 'temporal', 'bench'] as const) idleCpu[k] = round(idleCpu[k] / 5, 2);
+    log(`  idle background: ${describeCpu(idleCpu)} (per second)`);
     const points: SizePoint[] = [];
     for (const [i, size] of sizes.entries()) points.push(await measurePoint(h, cluster, gen, size, i + 1, outDir));
 
@@ -641,6 +741,7 @@ async function main(): Promise<number> {
       cpus: cpus().length,
       workerStartupPeakRssMB: mb(startupPeak),
       workerIdleRssMB: mb(idleRss),
+      idleCpu,
     });
 
     if (values.keep) {

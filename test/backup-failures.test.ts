@@ -10,7 +10,6 @@ import { listBackups, readManifest } from '../repository/catalog.js';
 import { RepositoryRegistry } from '../repository/registry.js';
 import { projectRoot } from '../stack/binaries.js';
 import { freePort } from '../stack/ports.js';
-import { loadSampleData } from '../stack/sample-data.js';
 import type { BackupResult } from '../workflows/backup-database.js';
 import { statusQuery } from '../workflows/runbook.js';
 import { startTestStack, type TestStack } from './support/stack.js';
@@ -19,9 +18,7 @@ const run = promisify(execFile);
 let stack: TestStack;
 
 beforeAll(async () => {
-  stack = await startTestStack({ s3: true });
-  await stack.cluster.sql('CREATE DATABASE app');
-  await loadSampleData(stack.cluster.url('app'));
+  stack = await startTestStack({ s3: true, sampleDatabase: 'app' });
 });
 
 afterAll(async () => {

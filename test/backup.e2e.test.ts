@@ -5,7 +5,6 @@ import { pipeline } from 'node:stream/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RepositoryRegistry } from '../repository/registry.js';
 import { listBackups, latestGoodBackup, readManifest } from '../repository/catalog.js';
-import { loadSampleData } from '../stack/sample-data.js';
 import type { BackupResult } from '../workflows/backup-database.js';
 import { contentFingerprint } from './support/content.js';
 import { startTestStack, type TestStack } from './support/stack.js';
@@ -14,9 +13,7 @@ import { startBackup } from '../client/backup.js';
 let stack: TestStack;
 
 beforeAll(async () => {
-  stack = await startTestStack({ s3: true });
-  await stack.cluster.sql('CREATE DATABASE app');
-  await loadSampleData(stack.cluster.url('app'));
+  stack = await startTestStack({ s3: true, sampleDatabase: 'app' });
 });
 
 afterAll(async () => {

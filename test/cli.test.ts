@@ -4,7 +4,6 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { projectRoot } from '../stack/binaries.js';
-import { loadSampleData } from '../stack/sample-data.js';
 import { clientToolsFor } from '../postgres/tools.js';
 import { startTestStack, type TestStack } from './support/stack.js';
 
@@ -28,9 +27,7 @@ async function cli(args: string[], env: NodeJS.ProcessEnv = stack.workerEnv): Pr
 }
 
 beforeAll(async () => {
-  stack = await startTestStack();
-  await stack.cluster.sql('CREATE DATABASE app');
-  await loadSampleData(stack.cluster.url('app'));
+  stack = await startTestStack({ sampleDatabase: 'app' });
 });
 
 afterAll(async () => {

@@ -3,6 +3,7 @@ import {
   ApplicationFailure,
   CancellationScope,
   isCancellation,
+  log,
   proxyActivities,
   upsertSearchAttributes,
   workflowInfo,
@@ -130,7 +131,12 @@ export async function backupDatabase(rawInput: BackupInput): Promise<BackupResul
     const status = isCancellation(error) ? 'cancelled' : 'failed';
     const step = runbook.status.finished.at(-1)?.step ?? 'unknown';
     const type = (error as { cause?: { type?: string }; type?: string }).cause?.type ?? (error as { type?: string }).type ?? 'Error';
-    await CancellationScope.nonCancellable(() => runbook.step('manifest', () => short.writeManifest(manifestDraft(status, { step, type, message: messageOf(error) }))));
+    try {
+      await CancellationScope.nonCancellable(() => runbook.step('manifest', () => short.writeManifest(manifestDraft(status, { step, type, message: messageOf(error) }))));
+    } catch (manifestError) {
+      // Loud, but the original failure is what the operator must see.
+      log.error('could not record the failed backup in its manifest', { backupId: id, error: messageOf(manifestError) });
+    }
     runbook.finish(status);
     throw error;
   }

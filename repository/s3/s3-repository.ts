@@ -8,7 +8,7 @@ import {
   S3Client,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import type { Readable } from 'node:stream';
+import { Transform, type Readable } from 'node:stream';
 import type { S3RepositoryConfig } from '../../config/schema.js';
 import { ConfigError } from '../../config/errors.js';
 import { registerSecret } from '../../process/secrets.js';
@@ -58,13 +58,20 @@ export class S3Repository implements Repository {
   }
 
   async write(key: string, body: Readable, options: { signal?: AbortSignal } = {}): Promise<{ size: number }> {
+    // Count bytes on the way through; a 'data' listener on `body` itself would start it flowing
+    // before the uploader reads, and chunks could be lost.
     let size = 0;
-    body.on('data', (chunk: Buffer) => {
-      size += chunk.length;
+    const counted = new Transform({
+      transform(chunk: Buffer, _encoding, callback) {
+        size += chunk.length;
+        callback(null, chunk);
+      },
     });
+    body.once('error', (error) => counted.destroy(error));
+    body.pipe(counted);
     const upload = new Upload({
       client: this.client,
-      params: { Bucket: this.config.bucket, Key: this.objectKey(key), Body: body },
+      params: { Bucket: this.config.bucket, Key: this.objectKey(key), Body: counted },
       partSize: this.config.partSizeMiB * 1024 * 1024,
       queueSize: this.config.queueSize,
       // On any error the multipart upload is aborted: nothing partial stays behind.
@@ -73,13 +80,14 @@ export class S3Repository implements Repository {
     const onAbort = (): void => void upload.abort().catch(() => undefined);
     options.signal?.addEventListener('abort', onAbort, { once: true });
     // Errors of the body (e.g. pg_dump failed) must fail the upload, not complete it short.
-    const bodyFailed = new Promise<never>((_, reject) => body.once('error', reject));
+    const bodyFailed = new Promise<never>((_, reject) => counted.once('error', reject));
     bodyFailed.catch(() => undefined);
     try {
       if (options.signal?.aborted) throw options.signal.reason;
       await Promise.race([upload.done(), bodyFailed]);
       return { size };
     } catch (error) {
+      counted.destroy();
       await upload.abort().catch(() => undefined);
       await this.removeIncompleteWrites(key).catch(() => undefined);
       throw error;

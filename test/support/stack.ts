@@ -10,6 +10,7 @@ import { registerSecret } from '../../process/secrets.js';
 import { startPostgresCluster, type PostgresCluster } from '../../stack/postgres-cluster.js';
 import { startS3Server, type S3Server } from '../../stack/seaweedfs.js';
 import { startTemporalDevServer } from '../../stack/temporal-dev-server.js';
+import { loadSampleData } from '../../stack/sample-data.js';
 import { bundleWorkflows, createWorker } from '../../worker/worker.js';
 
 /**
@@ -39,7 +40,7 @@ export interface TestStack {
 
 let counter = 0;
 
-export async function startTestStack(options: { s3?: boolean } = {}): Promise<TestStack> {
+export async function startTestStack(options: { s3?: boolean; /** create this database with the sample data */ sampleDatabase?: string } = {}): Promise<TestStack> {
   const workDir = mkdtempSync(join(tmpdir(), 'pgrunbook-test-'));
   const [temporal, cluster, s3, bundle] = await Promise.all([
     startTemporalDevServer(),
@@ -48,6 +49,10 @@ export async function startTestStack(options: { s3?: boolean } = {}): Promise<Te
     bundleWorkflows(),
   ]);
   registerSecret(cluster.password);
+  if (options.sampleDatabase) {
+    await cluster.sql(`CREATE DATABASE ${options.sampleDatabase}`);
+    await loadSampleData(cluster.url(options.sampleDatabase));
+  }
   const workerEnv: NodeJS.ProcessEnv = { ...process.env };
   if (s3) {
     workerEnv.TEST_S3_ACCESS_KEY = s3.accessKeyId;

@@ -1,6 +1,6 @@
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 
-// Linux /proc readers for the benchmark's memory figures. All sizes in bytes.
+// Linux /proc readers for the benchmark: memory (bytes) and CPU time (seconds).
 
 function statusField(pid: number, field: 'VmRSS' | 'VmHWM'): number | undefined {
   let text: string;
@@ -97,4 +97,37 @@ export function sampleRss(pid: number, intervalMs = 200): { stop(): RssSample } 
       return { ...result };
     },
   };
+}
+
+const CLK_TCK = 100; // USER_HZ on Linux
+
+/** CPU seconds of a process (utime+stime) and of its reaped children (cutime+cstime); zeros when gone. */
+export function cpuOf(pid: number | 'self'): { self: number; children: number } {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return { self: 0, children: 0 };
+  }
+  // Fields after "(comm)" start at field 3 (state): utime is 14, stime 15, cutime 16, cstime 17.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const f = (n: number): number => Number(fields[n - 3]);
+  return { self: (f(14) + f(15)) / CLK_TCK, children: (f(16) + f(17)) / CLK_TCK };
+}
+
+/**
+ * All CPU a process tree has used so far: itself, its reaped children and its live descendants.
+ * Differences of two readings are exact for children that are reaped by then.
+ */
+export function treeCpuOf(pid: number): number {
+  const own = cpuOf(pid);
+  return own.self + own.children + descendantsOf(pid).reduce((sum, child) => sum + cpuOf(child).self, 0);
+}
+
+/** Busy and total CPU seconds of the whole machine (all CPUs), from /proc/stat. */
+export function machineCpu(): { busy: number; total: number } {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n')[0]!;
+  const [user, nice, system, idle, iowait, irq, softirq, steal] = line.trim().split(/\s+/).slice(1).map(Number) as number[];
+  const busy = user! + nice! + system! + irq! + softirq! + steal!;
+  return { busy: busy / CLK_TCK, total: (busy + idle! + iowait!) / CLK_TCK };
 }
