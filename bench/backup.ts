@@ -275,6 +275,8 @@ interface CpuUse {
   temporal: number;
   /** This benchmark process (RSS sampler). */
   bench: number;
+  /** Busy time not accounted to any of the above: other processes on the machine (noise). */
+  other: number;
 }
 
 type CpuReading = { machine: number; postgres: number; workerSelf: number; workerTree: number; weed: number; temporal: number; benchSelf: number; benchChildren: number };
@@ -319,7 +321,9 @@ class CpuAccounting {
 
   static since(before: CpuReading, after: CpuReading, wallSeconds: number): CpuUse {
     const d = (k: keyof CpuReading): number => after[k] - before[k];
+    const known = d('postgres') + d('benchChildren') + d('workerTree') + d('weed') + d('temporal') + d('benchSelf');
     return {
+      other: round(Math.max(0, d('machine') - known), 1),
       machineBusy: round(d('machine'), 1),
       utilization: round(d('machine') / (wallSeconds * cpus().length), 2),
       postgres: round(d('postgres'), 1),
@@ -475,7 +479,7 @@ interface SizePoint {
 }
 
 const describeCpu = (c: CpuUse): string =>
-  `cpu ${c.machineBusy} s (${Math.round(c.utilization * 100)}% of all CPUs): postgres ${c.postgres}, pg tools ${c.tools}, worker ${c.worker}, weed ${c.weed}, temporal ${c.temporal}`;
+  `cpu ${c.machineBusy} s (${Math.round(c.utilization * 100)}% of all CPUs): postgres ${c.postgres}, pg tools ${c.tools}, worker ${c.worker}, weed ${c.weed}, temporal ${c.temporal}, other processes ${c.other}`;
 
 async function measurePoint(h: Harness, cluster: PostgresCluster, gen: DataGenerator, targetGB: number, index: number, outDir: string): Promise<SizePoint> {
   log(`size point ${index}: growing the database to ${targetGB} GB ...`);
@@ -576,10 +580,10 @@ function report(points: SizePoint[], extra: Record<string, unknown>): void {
       ['local, no row counts', p.localNoRowCounts.seconds, p.localNoRowCounts.cpu],
     ];
     for (const [name, wall, c] of runs) {
-      cpuRows.push([`${f(p.databaseBytes / GB, 2)} GB`, name, f(wall), f(c.machineBusy, 1), `${Math.round(c.utilization * 100)}%`, f(c.postgres, 1), f(c.tools, 1), f(c.worker, 1), f(c.weed, 1), f(c.temporal, 1), f(c.bench, 1)]);
+      cpuRows.push([`${f(p.databaseBytes / GB, 2)} GB`, name, f(wall), f(c.machineBusy, 1), `${Math.round(c.utilization * 100)}%`, f(c.postgres, 1), f(c.tools, 1), f(c.worker, 1), f(c.weed, 1), f(c.temporal, 1), f(c.bench, 1), f(c.other, 1)]);
     }
   }
-  process.stdout.write(table(['db size', 'run', 'wall', 'busy', 'util', 'postgres', 'pg_dump/pg_restore', 'worker', 'weed', 'temporal', 'bench'], cpuRows) + '\n');
+  process.stdout.write(table(['db size', 'run', 'wall', 'busy', 'util', 'postgres', 'pg_dump/pg_restore', 'worker', 'weed', 'temporal', 'bench', 'other procs'], cpuRows) + '\n');
 
   process.stdout.write('\n-- context --\n');
   for (const p of points) {
@@ -592,6 +596,16 @@ function report(points: SizePoint[], extra: Record<string, unknown>): void {
   const idle = extra.idleCpu as CpuUse | undefined;
   if (idle) process.stdout.write(`idle background before the runs: ${describeCpu(idle)} (per second of wall time)\n`);
   process.stdout.write(`worker startup peak RSS ${extra.workerStartupPeakRssMB as number} MB (includes bundling the workflow code at start); RSS after warm-up ${extra.workerIdleRssMB as number} MB\n`);
+
+  // Other processes competing for the CPUs make the ratios noise: say so next to the verdict.
+  const allRuns = points.flatMap((p) => [...p.raw.map((r) => ({ wall: r.seconds, cpu: r.cpu })), ...[p.local, p.s3, p.localNoRowCounts].map((r) => ({ wall: r.seconds, cpu: r.cpu }))]);
+  const noisy = allRuns.filter((r) => r.cpu.other > 0.1 * r.wall);
+  if (noisy.length > 0) {
+    process.stdout.write(
+      `\nWARNING: ${noisy.length} of ${allRuns.length} runs shared the CPUs with other processes (> 10% of a CPU on average; worst ${f(Math.max(...noisy.map((r) => r.cpu.other / r.wall)) * 100, 0)}%): ` +
+        'the time ratios are unreliable; rerun on a quiet machine.\n',
+    );
+  }
 
   const worstRatio = Math.max(...points.flatMap((p) => [p.ratios.local, p.ratios.s3]));
   const worstRss = Math.max(...points.map((p) => p.workerPeakRssMB));
@@ -609,6 +623,7 @@ function report(points: SizePoint[], extra: Record<string, unknown>): void {
     worstTimeRatio: worstRatio,
     worstWorkerPeakRssMB: worstRss,
     workerPeakRssGrowthMB: round(rssGrowth, 1),
+    noisyRuns: noisy.length,
     ...extra,
     points,
   };
@@ -731,7 +746,7 @@ async function main(): Promise<number> {
     const idleBefore = cpu.read();
     await new Promise((r) => setTimeout(r, 5_000));
     const idleCpu = CpuAccounting.since(idleBefore, cpu.read(), 5);
-    for (const k of ['machineBusy', 'postgres', 'tools', 'worker', 'weed', 'temporal', 'bench'] as const) idleCpu[k] = round(idleCpu[k] / 5, 2);
+    for (const k of ['machineBusy', 'postgres', 'tools', 'worker', 'weed', 'temporal', 'bench', 'other'] as const) idleCpu[k] = round(idleCpu[k] / 5, 2);
     log(`  idle background: ${describeCpu(idleCpu)} (per second)`);
     const points: SizePoint[] = [];
     for (const [i, size] of sizes.entries()) points.push(await measurePoint(h, cluster, gen, size, i + 1, outDir));

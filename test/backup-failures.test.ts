@@ -58,6 +58,50 @@ async function pgDumpBackends(): Promise<number> {
   return Number(out);
 }
 
+/** pg_dump processes talking to the cluster on `port` (their PGPORT), not other test files'. */
+function pgDumpPids(port: number): number[] {
+  return readdirSync('/proc')
+    .filter((p) => /^\d+$/.test(p))
+    .filter((pid) => {
+      try {
+        const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+        const environ = readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
+        return /(^|\/)pg_dump\0/.test(argv) && argv.includes('--snapshot=') && environ.includes(`PGPORT=${port}`);
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
+
+/** Polls pg_dump's own write counter and SIGSTOPs it once it has written `bytes`. */
+async function freezePgDumpAfter(port: number, bytes: number): Promise<number[]> {
+  const deadline = Date.now() + 60_000;
+  while (Date.now() < deadline) {
+    for (const pid of pgDumpPids(port)) {
+      try {
+        const written = Number(/wchar: (\d+)/.exec(readFileSync(`/proc/${pid}/io`, 'utf8'))?.[1] ?? 0);
+        if (written > bytes) {
+          process.kill(pid, 'SIGSTOP');
+          return [pid];
+        }
+      } catch {
+        // finished meanwhile
+      }
+    }
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  throw new Error(`pg_dump never wrote ${bytes} bytes`);
+}
+
+async function openMultipartUploads(objectKey: string): Promise<number> {
+  const { S3Client, ListMultipartUploadsCommand } = await import('@aws-sdk/client-s3');
+  const s3 = stack.s3!;
+  const client = new S3Client({ endpoint: s3.endpoint, region: s3.region, forcePathStyle: true, credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey } });
+  const page = await client.send(new ListMultipartUploadsCommand({ Bucket: s3.bucket, Prefix: objectKey }));
+  return (page.Uploads ?? []).filter((u) => u.Key === objectKey).length;
+}
+
 /** Command lines of running pg_dump processes, as any local user could read them. */
 function pgDumpCommandLines(): string[] {
   const lines: string[] = [];
@@ -118,35 +162,55 @@ describe.each(['local', 's3'])('cancelling a backup mid-dump (%s)', (repositoryI
   });
 });
 
-describe('a worker killed mid-dump', () => {
+describe.each(['local', 's3'])('a worker killed mid-dump (%s)', (repositoryId) => {
   it('is replaced by a new worker process and the backup still ends complete and verified', async () => {
-    const configFile = stack.writeConfig({ app: { url: stack.databaseUrl('app') } });
-    const config = stack.config({ app: { url: '${UNUSED}' } });
+    // ~20 MB of incompressible rows, so several S3 parts are in flight when the worker dies.
+    await stack.cluster.sql(`CREATE DATABASE big_${repositoryId}`);
+    await stack.cluster.sql("CREATE EXTENSION pgcrypto; CREATE TABLE blobs AS SELECT g AS id, encode(gen_random_bytes(1000), 'base64') AS payload FROM generate_series(1, 40000) g", `big_${repositoryId}`);
+    const databases = { big: { url: stack.databaseUrl(`big_${repositoryId}`), repository: repositoryId } };
+    const configFile = stack.writeConfig(databases);
+    const config = stack.config(databases);
     const startWorkerProcess = (): ChildProcess =>
       spawn(process.execPath, [join(projectRoot, 'dist', 'client', 'main.js'), 'worker', '--config', configFile], { env: stack.workerEnv, stdio: ['ignore', 'ignore', 'inherit'] });
     let worker = startWorkerProcess();
-    const release = await lockTable('app', 'public.users');
+    let frozen: number[] = [];
     try {
-      const handle = await startBackup(stack.client, config, { database: 'app' });
-      await waitFor('the dump step', async () => (await handle.query(statusQuery)).currentStep === 'dump');
-      await waitFor('pg_dump to connect', async () => (await pgDumpBackends()) >= 2);
+      const handle = await startBackup(stack.client, config, { database: 'big' });
+      const backupId = await waitFor('the backup id', async () => (await handle.query(statusQuery)).details.backupId as string | undefined);
+      // Once pg_dump has written more than two 5 MiB parts, freeze it so the kill lands
+      // mid-stream, with an upload (temp file / multipart upload) open.
+      frozen = await freezePgDumpAfter(stack.cluster.port, 12 * 1024 * 1024);
+      await new Promise((r) => setTimeout(r, 1_000)); // let in-flight parts land
       worker.kill('SIGKILL');
       await new Promise((r) => worker.once('exit', r));
-      await release();
+      const repository = new RepositoryRegistry(config, stack.workerEnv).get(repositoryId);
+      // The dead attempt left an incomplete write behind; nothing is visible under the key.
+      expect(await repository.stat(`${backupId}/db_full.dump`)).toBeUndefined();
+      if (repositoryId === 'local') expect(localFiles(backupId).some((f) => f.endsWith('.partial'))).toBe(true);
+      else expect(await openMultipartUploads(`pgrunbook/${backupId}/db_full.dump`)).toBeGreaterThanOrEqual(1);
+      for (const pid of frozen) process.kill(pid, 'SIGKILL');
+
       worker = startWorkerProcess();
       const result = (await handle.result()) as BackupResult;
       expect(result.status).toBe('verified');
-      // The dump ran a second time, on the new worker, after the heartbeat timeout.
+      // The dump ran again, on the new worker, after the heartbeat timeout.
       const history = await handle.fetchHistory();
-      const attempts = history.events!.filter((e) => e.activityTaskStartedEventAttributes).map((e) => e.activityTaskStartedEventAttributes!.attempt);
-      expect(Math.max(...attempts.map(Number))).toBeGreaterThanOrEqual(2);
-      expect(localFiles(result.backupId)).toEqual(
-        ['db_full.dump', 'extensions.tsv', 'manifest.json', 'row_counts.tsv', 'schema.sql', 'schema_version.txt', 'version.txt', 'views_reloptions.tsv'],
-      );
+      const attempts = history.events!.filter((e) => e.activityTaskStartedEventAttributes).map((e) => Number(e.activityTaskStartedEventAttributes!.attempt));
+      expect(Math.max(...attempts)).toBeGreaterThanOrEqual(2);
+      // The retry removed the dead attempt's leftovers: no partial file, no open multipart upload.
+      if (repositoryId === 'local') expect(localFiles(result.backupId).filter((f) => f.startsWith('.'))).toEqual([]);
+      else expect(await repository.removeIncompleteWrites(`${result.backupId}/db_full.dump`)).toBe(0);
       const { stdout } = await run(process.execPath, [join(projectRoot, 'dist', 'client', 'main.js'), 'backups', 'verify', result.backupId, '--config', configFile, '--json'], { env: stack.workerEnv });
       expect(JSON.parse(stdout)).toMatchObject({ ok: true, status: 'verified' });
+      expect(result.size).toBeGreaterThan(12 * 1024 * 1024);
     } finally {
-      await release();
+      for (const pid of frozen) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      }
       worker.kill('SIGKILL');
     }
   });
