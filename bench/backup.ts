@@ -16,8 +16,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
+import { open } from 'node:fs/promises';
 import { hrtime } from 'node:process';
+import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
 import type { Client } from '@temporalio/client';
 import pg from 'pg';
@@ -25,6 +27,7 @@ import { stringify } from 'yaml';
 import { startBackup } from '../client/backup.js';
 import { describeError, table } from '../client/output.js';
 import { Config } from '../config/schema.js';
+import { ChecksumStream } from '../repository/checksum-stream.js';
 import { projectRoot } from '../stack/binaries.js';
 import { startPostgresCluster, type PostgresCluster } from '../stack/postgres-cluster.js';
 import { startS3Server, type S3Server } from '../stack/seaweedfs.js';
@@ -205,9 +208,9 @@ interface WorkerProcess {
   stop(): Promise<void>;
 }
 
-async function startWorkerProcess(configPath: string, env: NodeJS.ProcessEnv, logPath: string): Promise<WorkerProcess> {
+async function startWorkerProcess(configPath: string, env: NodeJS.ProcessEnv, logPath: string, nodeArgs: string[] = []): Promise<WorkerProcess> {
   const main = join(projectRoot, 'dist', 'client', 'main.js');
-  const child = spawn(process.execPath, [main, 'worker', '--config', configPath], { cwd: projectRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...nodeArgs, main, 'worker', '--config', configPath], { cwd: projectRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
   const logFile = createWriteStream(logPath);
   child.stdout!.pipe(logFile, { end: false });
   child.stderr!.pipe(logFile, { end: false });
@@ -348,22 +351,37 @@ interface RawRun {
   cpu: CpuUse;
 }
 
-async function runRawDump(cluster: PostgresCluster, cpu: CpuAccounting, database: string, outDir: string): Promise<RawRun> {
+/**
+ * Raw `pg_dump -Fc -Z6 -f FILE`. With `throughNode`, pg_dump writes to stdout instead and this
+ * process streams it through pgrunbook's ChecksumStream (sha256) into the file and fsyncs it: the
+ * dump step's data path without Temporal, S3, row counts or verification (diagnostic).
+ */
+async function runRawDump(cluster: PostgresCluster, cpu: CpuAccounting, database: string, outDir: string, throughNode = false): Promise<RawRun> {
   const file = join(outDir, `raw-${Date.now()}.dump`);
   const pgDump = join(cluster.binDir, 'pg_dump');
   const cpuBefore = cpu.read();
   const start = hrtime.bigint();
-  const child = spawn(pgDump, ['-Fc', '-Z6', '-f', file], {
+  const child = spawn(pgDump, ['-Fc', '-Z6', ...(throughNode ? [] : ['-f', file])], {
     env: { ...process.env, ...cluster.env(), PGDATABASE: database },
-    stdio: ['ignore', 'ignore', 'pipe'],
+    stdio: ['ignore', throughNode ? 'pipe' : 'ignore', 'pipe'],
   });
   const sampler = child.pid !== undefined ? sampleRss(child.pid) : undefined;
   let stderr = '';
   child.stderr!.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
-  const code = await new Promise<number | null>((resolve, reject) => {
+  const exited = new Promise<number | null>((resolve, reject) => {
     child.once('error', reject);
     child.once('close', (c) => resolve(c));
   });
+  if (throughNode) {
+    await pipeline(child.stdout!, new ChecksumStream(), createWriteStream(file));
+    const handle = await open(file, 'r');
+    try {
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+  }
+  const code = await exited;
   const seconds = secondsSince(start);
   const rss = sampler?.stop();
   const cpuUse = CpuAccounting.since(cpuBefore, cpu.read(), seconds);
@@ -473,7 +491,17 @@ interface SizePoint {
   s3: PgrunbookRun;
   /** Diagnostic: local repository with dump.rowCounts = false. */
   localNoRowCounts: PgrunbookRun;
-  ratios: { local: number; s3: number; dumpStepLocal: number; dumpStepS3: number; localNoRowCounts: number; dumpStepLocalNoRowCounts: number };
+  /** Diagnostic: raw pg_dump streamed through node (sha256) into a file. */
+  rawThroughNode: RawRun;
+  ratios: {
+    local: number;
+    s3: number;
+    dumpStepLocal: number;
+    dumpStepS3: number;
+    localNoRowCounts: number;
+    dumpStepLocalNoRowCounts: number;
+    rawThroughNode: number;
+  };
   workerPeakRssMB: number;
   treePeakRssMB: number;
 }
@@ -501,6 +529,8 @@ async function measurePoint(h: Harness, cluster: PostgresCluster, gen: DataGener
   log(`  raw pg_dump #2: ${raw2.seconds.toFixed(2)} s, ${mb(raw2.dumpBytes)} MB, pg_dump peak ${raw2.pgDumpRssMB} MB; ${describeCpu(raw2.cpu)}`);
   const localNoRowCounts = await runPgrunbook(h, 'bench-nocount', 'local', `p${index}-nocount`, timeoutMs);
   log(`  pgrunbook local, rowCounts off (diagnostic): ${describe(localNoRowCounts)}`);
+  const rawThroughNode = await runRawDump(cluster, h.cpu, 'bench', outDir, true);
+  log(`  raw pg_dump | node sha256 > file (diagnostic): ${rawThroughNode.seconds.toFixed(2)} s; ${describeCpu(rawThroughNode.cpu)}`);
 
   const rawMeanSeconds = mean([raw1.seconds, raw2.seconds]);
   const ratio = (s: number): number => round(s / rawMeanSeconds, 3);
@@ -514,7 +544,9 @@ async function measurePoint(h: Harness, cluster: PostgresCluster, gen: DataGener
     local,
     s3,
     localNoRowCounts,
+    rawThroughNode: { ...rawThroughNode, seconds: round(rawThroughNode.seconds) },
     ratios: {
+      rawThroughNode: ratio(rawThroughNode.seconds),
       local: ratio(local.seconds),
       s3: ratio(s3.seconds),
       dumpStepLocal: ratio(local.steps.dump ?? NaN),
@@ -566,6 +598,8 @@ function report(points: SizePoint[], extra: Record<string, unknown>): void {
         f((r.steps.dump ?? NaN) / p.rawMeanSeconds, 3),
       ]);
     }
+    const piped = p.rawThroughNode.seconds;
+    rows.push([`${f(p.databaseBytes / GB, 2)} GB`, 'raw pg_dump | node sha256 > file', f(piped), '', '', f(piped), '', '', '', '', f(piped / p.rawMeanSeconds, 3), f(piped / p.rawMeanSeconds, 3)]);
   }
   process.stdout.write(table(['db size', 'run', 'total', ...stepNames, 'other', 'ratio', 'dump-step ratio'], rows) + '\n');
 
@@ -578,6 +612,7 @@ function report(points: SizePoint[], extra: Record<string, unknown>): void {
       ['pgrunbook s3', p.s3.seconds, p.s3.cpu],
       ['raw pg_dump #2', p.raw[1]!.seconds, p.raw[1]!.cpu],
       ['local, no row counts', p.localNoRowCounts.seconds, p.localNoRowCounts.cpu],
+      ['raw | node sha256 > file', p.rawThroughNode.seconds, p.rawThroughNode.cpu],
     ];
     for (const [name, wall, c] of runs) {
       cpuRows.push([`${f(p.databaseBytes / GB, 2)} GB`, name, f(wall), f(c.machineBusy, 1), `${Math.round(c.utilization * 100)}%`, f(c.postgres, 1), f(c.tools, 1), f(c.worker, 1), f(c.weed, 1), f(c.temporal, 1), f(c.bench, 1), f(c.other, 1)]);
@@ -598,7 +633,7 @@ function report(points: SizePoint[], extra: Record<string, unknown>): void {
   process.stdout.write(`worker startup peak RSS ${extra.workerStartupPeakRssMB as number} MB (includes bundling the workflow code at start); RSS after warm-up ${extra.workerIdleRssMB as number} MB\n`);
 
   // Other processes competing for the CPUs make the ratios noise: say so next to the verdict.
-  const allRuns = points.flatMap((p) => [...p.raw.map((r) => ({ wall: r.seconds, cpu: r.cpu })), ...[p.local, p.s3, p.localNoRowCounts].map((r) => ({ wall: r.seconds, cpu: r.cpu }))]);
+  const allRuns = points.flatMap((p) => [p.raw[0]!, p.raw[1]!, p.local, p.s3, p.localNoRowCounts, p.rawThroughNode].map((r) => ({ wall: r.seconds, cpu: r.cpu })));
   const noisy = allRuns.filter((r) => r.cpu.other > 0.1 * r.wall);
   if (noisy.length > 0) {
     process.stdout.write(
@@ -638,12 +673,14 @@ async function main(): Promise<number> {
     options: {
       'size-gb': { type: 'string', default: '1' },
       keep: { type: 'boolean', default: false },
+      /** Write a V8 CPU profile of the worker's main thread (node --cpu-prof) into this directory. */
+      'profile-worker': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
   });
   if (values.help) {
-    process.stdout.write('usage: npm run bench:backup [-- --size-gb N] [--keep]\n');
+    process.stdout.write('usage: npm run bench:backup [-- --size-gb N] [--keep] [--profile-worker DIR]\n');
     return 0;
   }
   const sizeGB = Number(values['size-gb']);
@@ -725,7 +762,10 @@ async function main(): Promise<number> {
     };
     log('starting the worker process (node dist/client/main.js worker) ...');
     workerLog = join(workDir, 'worker.log');
-    const worker = await startWorkerProcess(configPath, workerEnv, workerLog);
+    const profileDir = values['profile-worker'] ? resolve(values['profile-worker']) : undefined;
+    if (profileDir) mkdirSync(profileDir, { recursive: true });
+    const worker = await startWorkerProcess(configPath, workerEnv, workerLog, profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []);
+    if (profileDir) cleanups.push({ name: 'profile note', run: async () => log(`worker CPU profile (written when the worker exits): ${profileDir}`) });
     cleanups.push({ name: 'worker', run: () => worker.stop() });
     const startupPeak = peakRssOf(worker.pid) ?? 0;
     const cpu = CpuAccounting.find(cluster);

@@ -1,36 +1,25 @@
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { existsSync } from 'node:fs';
 import type { Connection } from '@temporalio/client';
 import proto from '@temporalio/proto';
-import { NativeConnection, Worker, bundleWorkflowCode, type WorkflowBundle } from '@temporalio/worker';
+import { NativeConnection, Worker, type WorkflowBundleOption } from '@temporalio/worker';
 import { createBackupActivities } from '../activities/backup.js';
 import type { Config } from '../config/schema.js';
 import { RepositoryRegistry } from '../repository/registry.js';
 import { SEARCH_ATTRIBUTES } from '../workflows/search-attributes.js';
 import { temporalConnectionOptions } from '../client/temporal-connection.js';
+import { loadWorkflowBundle } from './workflow-bundle.js';
 
-const here = dirname(fileURLToPath(import.meta.url));
-
-/** The workflows entry point, from source (tests) or from dist (the CLI). */
-export const workflowsPath = existsSync(join(here, '..', 'workflows', 'index.ts'))
-  ? join(here, '..', 'workflows', 'index.ts')
-  : join(here, '..', 'workflows', 'index.js');
+export { bundleWorkflows, workflowsPath } from './workflow-bundle.js';
 
 export function createActivities(config: Config, env: NodeJS.ProcessEnv = process.env) {
   const repositories = new RepositoryRegistry(config, env);
   return { ...createBackupActivities({ config, repositories, env }) };
 }
 
-export async function bundleWorkflows(): Promise<WorkflowBundle> {
-  return bundleWorkflowCode({ workflowsPath, logger: quietBundlerLogger });
-}
-
 export interface WorkerSetup {
   config: Config;
   connection: NativeConnection;
   /** A pre-built bundle (tests share one); otherwise workflows are bundled at start. */
-  workflowBundle?: WorkflowBundle;
+  workflowBundle?: WorkflowBundleOption;
   env?: NodeJS.ProcessEnv;
   identity?: string;
 }
@@ -41,7 +30,7 @@ export async function createWorker(setup: WorkerSetup): Promise<Worker> {
     connection: setup.connection,
     namespace: config.temporal.namespace,
     taskQueue: config.temporal.taskQueue,
-    workflowBundle: setup.workflowBundle ?? (await bundleWorkflows()),
+    workflowBundle: setup.workflowBundle ?? (await loadWorkflowBundle()),
     activities: createActivities(config, setup.env),
     ...(setup.identity ? { identity: setup.identity } : {}),
     // A 2-core host: a few dumps at once at most; each pg_dump is a process of its own.
@@ -78,12 +67,3 @@ export async function ensureSearchAttributes(connection: Connection, namespace: 
     );
   }
 }
-
-const quietBundlerLogger = {
-  trace: () => undefined,
-  debug: () => undefined,
-  info: () => undefined,
-  warn: (message: string, meta?: unknown) => console.warn(message, meta ?? ''),
-  error: (message: string, meta?: unknown) => console.error(message, meta ?? ''),
-  log: () => undefined,
-};
