@@ -112,6 +112,10 @@ export function createBackupActivities(deps: ActivityDeps) {
       return await run((bytes) => {
         progress = { bytes, bytesPerSecond: Math.round(bytes / Math.max((Date.now() - started) / 1000, 0.001)) };
       });
+    } catch (error) {
+      // Once cancelled, whatever the killed tool reported is noise: report the cancellation.
+      if (context.cancellationSignal.aborted) throw context.cancellationSignal.reason ?? error;
+      throw error;
     } finally {
       clearInterval(timer);
     }

@@ -1,17 +1,19 @@
 /**
  * Benchmark (not a test): pgrunbook's backup workflow against raw `pg_dump -Fc -Z6` of the same
- * database in the same run, at two database sizes.
+ * database in the same run, at two database sizes (a quarter of --size-gb, then --size-gb).
  *
- *   npm run bench:backup [-- --size-gb 1] [--keep]
+ *   npm run bench:backup [-- --size-gb 1] [--repeat N] [--keep] [--profile-worker DIR]
  *
  * Starts a throwaway PostgreSQL cluster, a SeaweedFS S3 server and a Temporal dev server (the
  * stack/ harness), generates a poorly compressible database, then for each size point runs:
- * raw pg_dump, pgrunbook -> local repository, pgrunbook -> S3, raw pg_dump again (the raw figure
- * is the mean of both), and a diagnostic pgrunbook run without row counts. The worker is a
- * separate `pgrunbook worker` process whose RSS (and that of its children) is sampled.
+ * raw pg_dump, pgrunbook -> local repository, pgrunbook -> S3, raw pg_dump again (--repeat
+ * rounds; the raw figure is the mean of all raw runs), plus two diagnostics: pgrunbook without
+ * row counts, and raw pg_dump streamed through node's sha256 into a file. The worker is a separate
+ * `pgrunbook worker` process whose RSS (and that of its children) is sampled; CPU time is
+ * accounted per component (PostgreSQL, pg_dump, worker, SeaweedFS, Temporal, other processes).
  *
  * Targets: total time ratio <= 1.05; worker peak RSS <= 200 MB and flat as the database grows.
- * Prints a table and, last, one `BENCH_RESULT {...}` JSON line.
+ * Prints tables and, last, one `BENCH_RESULT {...}` JSON line. Linux only (/proc).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -487,8 +489,13 @@ interface SizePoint {
   rowCountSeconds: number;
   raw: RawRun[];
   rawMeanSeconds: number;
+  /** Means over the repeated runs (localRuns, s3Runs). */
   local: PgrunbookRun;
   s3: PgrunbookRun;
+  localRuns: PgrunbookRun[];
+  s3Runs: PgrunbookRun[];
+  /** Every run in the order it ran. */
+  sequence: { run: string; seconds: number; cpu: CpuUse }[];
   /** Diagnostic: local repository with dump.rowCounts = false. */
   localNoRowCounts: PgrunbookRun;
   /** Diagnostic: raw pg_dump streamed through node (sha256) into a file. */
@@ -509,7 +516,29 @@ interface SizePoint {
 const describeCpu = (c: CpuUse): string =>
   `cpu ${c.machineBusy} s (${Math.round(c.utilization * 100)}% of all CPUs): postgres ${c.postgres}, pg tools ${c.tools}, worker ${c.worker}, weed ${c.weed}, temporal ${c.temporal}, other processes ${c.other}`;
 
-async function measurePoint(h: Harness, cluster: PostgresCluster, gen: DataGenerator, targetGB: number, index: number, outDir: string): Promise<SizePoint> {
+/** Mean of repeated runs (timings, CPU); peaks are the maximum. */
+function meanRun(runs: PgrunbookRun[]): PgrunbookRun {
+  const first = runs[0]!;
+  if (runs.length === 1) return first;
+  const avg = (get: (r: PgrunbookRun) => number, digits = 2): number => round(mean(runs.map(get)), digits);
+  const peak = (get: (r: PgrunbookRun) => number): number => Math.max(...runs.map(get));
+  const cpu = Object.fromEntries(Object.keys(first.cpu).map((k) => [k, avg((r) => r.cpu[k as keyof CpuUse], k === 'utilization' ? 2 : 1)])) as unknown as CpuUse;
+  const steps = Object.fromEntries(Object.keys(first.steps).map((k) => [k, avg((r) => r.steps[k] ?? NaN)]));
+  return {
+    ...first,
+    seconds: avg((r) => r.seconds),
+    workflowSeconds: avg((r) => r.workflowSeconds),
+    steps,
+    workerPeakRssMB: peak((r) => r.workerPeakRssMB),
+    workerSampledPeakRssMB: peak((r) => r.workerSampledPeakRssMB),
+    treePeakRssMB: peak((r) => r.treePeakRssMB),
+    childPeakRssMB: peak((r) => r.childPeakRssMB),
+    workerRssBeforeMB: avg((r) => r.workerRssBeforeMB, 1),
+    cpu,
+  };
+}
+
+async function measurePoint(h: Harness, cluster: PostgresCluster, gen: DataGenerator, targetGB: number, index: number, outDir: string, repeat: number): Promise<SizePoint> {
   log(`size point ${index}: growing the database to ${targetGB} GB ...`);
   const databaseBytes = await gen.growTo(targetGB * GB);
   const rowCountSeconds = await gen.timeRowCounts();
@@ -517,45 +546,68 @@ async function measurePoint(h: Harness, cluster: PostgresCluster, gen: DataGener
 
   const describe = (r: PgrunbookRun): string =>
     `${r.seconds.toFixed(2)} s, ${mb(r.dumpBytes)} MB; steps ${Object.entries(r.steps).map(([k, v]) => `${k} ${v}`).join(', ')}; worker RSS ${r.workerRssBeforeMB} -> peak ${r.workerPeakRssMB} MB (with children ${r.treePeakRssMB} MB); ${describeCpu(r.cpu)}`;
+  const sequence: { run: string; seconds: number; cpu: CpuUse }[] = [];
+  const raw = async (name: string, throughNode = false): Promise<RawRun> => {
+    const r = await runRawDump(cluster, h.cpu, 'bench', outDir, throughNode);
+    const rounded = { ...r, seconds: round(r.seconds) };
+    sequence.push({ run: name, seconds: rounded.seconds, cpu: r.cpu });
+    log(`  ${name}: ${r.seconds.toFixed(2)} s, ${mb(r.dumpBytes)} MB, pg_dump peak ${r.pgDumpRssMB} MB; ${describeCpu(r.cpu)}`);
+    return rounded;
+  };
+  let timeoutMs = 0;
+  const backup = async (name: string, database: string, repository: string, label: string): Promise<PgrunbookRun> => {
+    const r = await runPgrunbook(h, database, repository, label, timeoutMs);
+    sequence.push({ run: name, seconds: r.seconds, cpu: r.cpu });
+    log(`  ${name}: ${describe(r)}`);
+    return r;
+  };
 
-  const raw1 = await runRawDump(cluster, h.cpu, 'bench', outDir);
-  log(`  raw pg_dump #1: ${raw1.seconds.toFixed(2)} s, ${mb(raw1.dumpBytes)} MB, pg_dump peak ${raw1.pgDumpRssMB} MB; ${describeCpu(raw1.cpu)}`);
-  const timeoutMs = stuckAfterMs(raw1.seconds);
-  const local = await runPgrunbook(h, 'bench', 'local', `p${index}-local`, timeoutMs);
-  log(`  pgrunbook local: ${describe(local)}`);
-  const s3 = await runPgrunbook(h, 'bench', 's3', `p${index}-s3`, timeoutMs);
-  log(`  pgrunbook s3:    ${describe(s3)}`);
-  const raw2 = await runRawDump(cluster, h.cpu, 'bench', outDir);
-  log(`  raw pg_dump #2: ${raw2.seconds.toFixed(2)} s, ${mb(raw2.dumpBytes)} MB, pg_dump peak ${raw2.pgDumpRssMB} MB; ${describeCpu(raw2.cpu)}`);
-  const localNoRowCounts = await runPgrunbook(h, 'bench-nocount', 'local', `p${index}-nocount`, timeoutMs);
-  log(`  pgrunbook local, rowCounts off (diagnostic): ${describe(localNoRowCounts)}`);
-  const rawThroughNode = await runRawDump(cluster, h.cpu, 'bench', outDir, true);
-  log(`  raw pg_dump | node sha256 > file (diagnostic): ${rawThroughNode.seconds.toFixed(2)} s; ${describeCpu(rawThroughNode.cpu)}`);
+  // raw, local, s3, raw (repeated): the raw figure is the mean of all raw runs around them.
+  const raws: RawRun[] = [];
+  const locals: PgrunbookRun[] = [];
+  const s3s: PgrunbookRun[] = [];
+  for (let rep = 1; rep <= repeat; rep++) {
+    const suffix = repeat > 1 ? ` (round ${rep})` : '';
+    raws.push(await raw(`raw pg_dump #${2 * rep - 1}`));
+    timeoutMs = stuckAfterMs(raws[0]!.seconds);
+    locals.push(await backup(`pgrunbook local${suffix}`, 'bench', 'local', `p${index}-local-${rep}`));
+    s3s.push(await backup(`pgrunbook s3${suffix}`, 'bench', 's3', `p${index}-s3-${rep}`));
+    raws.push(await raw(`raw pg_dump #${2 * rep}`));
+  }
+  // Diagnostics, once: without row counts; and pg_dump's bytes streamed through node alone.
+  const localNoRowCounts = await backup('pgrunbook local, rowCounts off (diagnostic)', 'bench-nocount', 'local', `p${index}-nocount`);
+  const rawThroughNode = await raw('raw pg_dump | node sha256 > file (diagnostic)', true);
 
-  const rawMeanSeconds = mean([raw1.seconds, raw2.seconds]);
+  const rawMeanSeconds = mean(raws.map((r) => r.seconds));
   const ratio = (s: number): number => round(s / rawMeanSeconds, 3);
+  const local = meanRun(locals);
+  const s3 = meanRun(s3s);
+  const all = [...locals, ...s3s, localNoRowCounts];
   return {
     targetGB,
     databaseBytes,
     rows: gen.rows,
     rowCountSeconds: round(rowCountSeconds),
-    raw: [raw1, raw2].map((r) => ({ ...r, seconds: round(r.seconds) })),
+    raw: raws,
     rawMeanSeconds: round(rawMeanSeconds),
     local,
     s3,
+    localRuns: locals,
+    s3Runs: s3s,
     localNoRowCounts,
-    rawThroughNode: { ...rawThroughNode, seconds: round(rawThroughNode.seconds) },
+    rawThroughNode,
+    sequence,
     ratios: {
-      rawThroughNode: ratio(rawThroughNode.seconds),
       local: ratio(local.seconds),
       s3: ratio(s3.seconds),
       dumpStepLocal: ratio(local.steps.dump ?? NaN),
       dumpStepS3: ratio(s3.steps.dump ?? NaN),
       localNoRowCounts: ratio(localNoRowCounts.seconds),
       dumpStepLocalNoRowCounts: ratio(localNoRowCounts.steps.dump ?? NaN),
+      rawThroughNode: ratio(rawThroughNode.seconds),
     },
-    workerPeakRssMB: Math.max(local.workerPeakRssMB, s3.workerPeakRssMB, localNoRowCounts.workerPeakRssMB),
-    treePeakRssMB: Math.max(local.treePeakRssMB, s3.treePeakRssMB, localNoRowCounts.treePeakRssMB),
+    workerPeakRssMB: Math.max(...all.map((r) => r.workerPeakRssMB)),
+    treePeakRssMB: Math.max(...all.map((r) => r.treePeakRssMB)),
   };
 }
 
@@ -606,16 +658,8 @@ function report(points: SizePoint[], extra: Record<string, unknown>): void {
   process.stdout.write(`\n-- CPU seconds per run (${extra.cpus as number} CPUs; busy = whole machine; util = busy / (wall x CPUs)) --\n`);
   const cpuRows: string[][] = [];
   for (const p of points) {
-    const runs: [string, number, CpuUse][] = [
-      ['raw pg_dump #1', p.raw[0]!.seconds, p.raw[0]!.cpu],
-      ['pgrunbook local', p.local.seconds, p.local.cpu],
-      ['pgrunbook s3', p.s3.seconds, p.s3.cpu],
-      ['raw pg_dump #2', p.raw[1]!.seconds, p.raw[1]!.cpu],
-      ['local, no row counts', p.localNoRowCounts.seconds, p.localNoRowCounts.cpu],
-      ['raw | node sha256 > file', p.rawThroughNode.seconds, p.rawThroughNode.cpu],
-    ];
-    for (const [name, wall, c] of runs) {
-      cpuRows.push([`${f(p.databaseBytes / GB, 2)} GB`, name, f(wall), f(c.machineBusy, 1), `${Math.round(c.utilization * 100)}%`, f(c.postgres, 1), f(c.tools, 1), f(c.worker, 1), f(c.weed, 1), f(c.temporal, 1), f(c.bench, 1), f(c.other, 1)]);
+    for (const { run, seconds, cpu: c } of p.sequence) {
+      cpuRows.push([`${f(p.databaseBytes / GB, 2)} GB`, run, f(seconds), f(c.machineBusy, 1), `${Math.round(c.utilization * 100)}%`, f(c.postgres, 1), f(c.tools, 1), f(c.worker, 1), f(c.weed, 1), f(c.temporal, 1), f(c.bench, 1), f(c.other, 1)]);
     }
   }
   process.stdout.write(table(['db size', 'run', 'wall', 'busy', 'util', 'postgres', 'pg_dump/pg_restore', 'worker', 'weed', 'temporal', 'bench', 'other procs'], cpuRows) + '\n');
@@ -625,15 +669,15 @@ function report(points: SizePoint[], extra: Record<string, unknown>): void {
     process.stdout.write(
       `${f(p.databaseBytes / GB, 2)} GB: ${p.rows.events.toLocaleString('en')} events + ${p.rows.accounts.toLocaleString('en')} accounts; dump ${f(p.raw[0]!.dumpBytes / MB, 1)} MB ` +
         `(${f((100 * p.raw[0]!.dumpBytes) / p.databaseBytes, 0)}% of the db size); raw pg_dump peak RSS ${f(Math.max(...p.raw.map((r) => r.pgDumpRssMB)), 1)} MB; ` +
-        `count(*) of all tables alone ${f(p.rowCountSeconds)} s; worker RSS before the runs ${[p.local, p.s3, p.localNoRowCounts].map((r) => f(r.workerRssBeforeMB, 0)).join('/')} MB\n`,
+        `count(*) of all tables alone ${f(p.rowCountSeconds)} s; worker RSS before the runs ${[...p.localRuns, ...p.s3Runs, p.localNoRowCounts].map((r) => f(r.workerRssBeforeMB, 0)).join('/')} MB\n`,
     );
   }
   const idle = extra.idleCpu as CpuUse | undefined;
   if (idle) process.stdout.write(`idle background before the runs: ${describeCpu(idle)} (per second of wall time)\n`);
-  process.stdout.write(`worker startup peak RSS ${extra.workerStartupPeakRssMB as number} MB (includes bundling the workflow code at start); RSS after warm-up ${extra.workerIdleRssMB as number} MB\n`);
+  process.stdout.write(`worker startup peak RSS ${extra.workerStartupPeakRssMB as number} MB; RSS after warm-up ${extra.workerIdleRssMB as number} MB\n`);
 
   // Other processes competing for the CPUs make the ratios noise: say so next to the verdict.
-  const allRuns = points.flatMap((p) => [p.raw[0]!, p.raw[1]!, p.local, p.s3, p.localNoRowCounts, p.rawThroughNode].map((r) => ({ wall: r.seconds, cpu: r.cpu })));
+  const allRuns = points.flatMap((p) => p.sequence.map((r) => ({ wall: r.seconds, cpu: r.cpu })));
   const noisy = allRuns.filter((r) => r.cpu.other > 0.1 * r.wall);
   if (noisy.length > 0) {
     process.stdout.write(
@@ -673,6 +717,8 @@ async function main(): Promise<number> {
     options: {
       'size-gb': { type: 'string', default: '1' },
       keep: { type: 'boolean', default: false },
+      /** Rounds of raw, local, s3, raw per size point; more rounds average out a noisy machine. */
+      repeat: { type: 'string', default: '1' },
       /** Write a V8 CPU profile of the worker's main thread (node --cpu-prof) into this directory. */
       'profile-worker': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
@@ -680,12 +726,14 @@ async function main(): Promise<number> {
     strict: true,
   });
   if (values.help) {
-    process.stdout.write('usage: npm run bench:backup [-- --size-gb N] [--keep] [--profile-worker DIR]\n');
+    process.stdout.write('usage: npm run bench:backup [-- --size-gb N] [--repeat N] [--keep] [--profile-worker DIR]\n');
     return 0;
   }
   const sizeGB = Number(values['size-gb']);
   if (!Number.isFinite(sizeGB) || sizeGB <= 0) throw new Error(`--size-gb must be a positive number, got ${values['size-gb']}`);
   const sizes = [round(sizeGB * SMALL_FRACTION, 3), sizeGB];
+  const repeat = Number(values.repeat);
+  if (!Number.isInteger(repeat) || repeat < 1) throw new Error(`--repeat must be a positive integer, got ${values.repeat}`);
 
   const cleanups: { name: string; run: () => Promise<void> }[] = [];
   let cleaned: Promise<void> | undefined;
@@ -776,7 +824,7 @@ async function main(): Promise<number> {
     await runPgrunbook(h, 'warmup', 'local', 'warmup-local', 120_000);
     await runPgrunbook(h, 'warmup', 's3', 'warmup-s3', 120_000);
     const idleRss = rssOf(worker.pid) ?? 0;
-    log(`  worker ready (pid ${worker.pid}): startup peak RSS ${mb(startupPeak)} MB (incl. workflow bundling), RSS after warm-up ${mb(idleRss)} MB`);
+    log(`  worker ready (pid ${worker.pid}): startup peak RSS ${mb(startupPeak)} MB, RSS after warm-up ${mb(idleRss)} MB`);
 
     const gen = await DataGenerator.create(cluster.url('bench'));
     cleanups.push({ name: 'generator connection', run: () => gen.close() });
@@ -789,10 +837,11 @@ async function main(): Promise<number> {
     for (const k of ['machineBusy', 'postgres', 'tools', 'worker', 'weed', 'temporal', 'bench', 'other'] as const) idleCpu[k] = round(idleCpu[k] / 5, 2);
     log(`  idle background: ${describeCpu(idleCpu)} (per second)`);
     const points: SizePoint[] = [];
-    for (const [i, size] of sizes.entries()) points.push(await measurePoint(h, cluster, gen, size, i + 1, outDir));
+    for (const [i, size] of sizes.entries()) points.push(await measurePoint(h, cluster, gen, size, i + 1, outDir, repeat));
 
     report(points, {
       sizeGB,
+      repeat,
       cpus: cpus().length,
       workerStartupPeakRssMB: mb(startupPeak),
       workerIdleRssMB: mb(idleRss),

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { Transform, type TransformCallback } from 'node:stream';
 
 /**
@@ -31,4 +32,11 @@ export class ChecksumStream extends Transform {
   digest(): string {
     return this.hash.digest('hex');
   }
+}
+
+/** sha256 of a file, read in 1 MiB chunks. */
+export async function sha256OfFile(path: string, signal?: AbortSignal): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20, signal })) hash.update(chunk as Buffer);
+  return hash.digest('hex');
 }

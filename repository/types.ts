@@ -8,6 +8,20 @@ export interface RepositoryFeatures {
   readonly listsIncompleteWrites: boolean;
 }
 
+/**
+ * A file a tool writes directly (pg_dump --file), invisible until published. Only drivers backed
+ * by a filesystem offer it; tools then write at disk speed with no pipe in between, and archives
+ * get their seek offsets (pg_restore -j needs them).
+ */
+export interface FileWrite {
+  /** Where the tool writes; not listed, not visible under the key. */
+  readonly path: string;
+  /** fsync, atomically rename into place, fsync the directory. */
+  publish(): Promise<{ size: number }>;
+  /** Removes the unpublished file; idempotent. */
+  discard(): Promise<void>;
+}
+
 export interface ObjectInfo {
   key: string;
   size: number;
@@ -36,6 +50,8 @@ export interface Repository {
   delete(key: string): Promise<void>;
   /** Removes incomplete writes to `key` left by a crashed or killed writer; returns how many. */
   removeIncompleteWrites(key: string): Promise<number>;
+  /** Present where a tool can write the object as a local file (see FileWrite). */
+  openFileWrite?(key: string): Promise<FileWrite>;
 }
 
 export async function readAll(repository: Repository, key: string): Promise<Buffer> {

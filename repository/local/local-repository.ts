@@ -4,7 +4,7 @@ import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises
 import { basename, dirname, join, relative, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { ObjectInfo, Repository } from '../types.js';
+import type { FileWrite, ObjectInfo, Repository } from '../types.js';
 
 // In-progress writes live next to their final name as ".<name>.<random>.partial" and are never
 // listed; publishing is fsync + rename + fsync of the directory.
@@ -28,25 +28,36 @@ export class LocalRepository implements Repository {
   }
 
   async write(key: string, body: Readable, options: { signal?: AbortSignal } = {}): Promise<{ size: number }> {
+    const file = await this.openFileWrite(key);
+    try {
+      await pipeline(body, createWriteStream(file.path, { flags: 'wx' }), { signal: options.signal });
+      return await file.publish();
+    } catch (error) {
+      await file.discard();
+      throw error;
+    }
+  }
+
+  async openFileWrite(key: string): Promise<FileWrite> {
     const target = this.path(key);
     await mkdir(dirname(target), { recursive: true });
     const temp = join(dirname(target), `.${basename(target)}.${randomBytes(6).toString('hex')}.partial`);
-    try {
-      await pipeline(body, createWriteStream(temp, { flags: 'wx' }), { signal: options.signal });
-      const handle = await open(temp, 'r');
-      try {
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
-      const { size } = await stat(temp);
-      await rename(temp, target);
-      await syncDirectory(dirname(target));
-      return { size };
-    } catch (error) {
-      await unlink(temp).catch(() => undefined);
-      throw error;
-    }
+    return {
+      path: temp,
+      publish: async () => {
+        const handle = await open(temp, 'r');
+        try {
+          await handle.sync();
+        } finally {
+          await handle.close();
+        }
+        const { size } = await stat(temp);
+        await rename(temp, target);
+        await syncDirectory(dirname(target));
+        return { size };
+      },
+      discard: () => unlink(temp).catch(() => undefined),
+    };
   }
 
   async read(key: string, options: { signal?: AbortSignal } = {}): Promise<Readable> {
