@@ -59,7 +59,8 @@ export function classifyPostgresError(error: unknown, where: string): Applicatio
     default:
       break;
   }
-  if (/timeout/i.test(message)) {
+  // Connection timeouts only; statement_timeout (57014) and lock_timeout (55P03) are not "cannot connect".
+  if (/connection timeout|timeout expired|connect ETIMEDOUT/i.test(message)) {
     return failure('ConnectionFailed', `cannot connect to ${where}: ${message}`, 'is the server up and reachable from the worker? pgrunbook retries with backoff');
   }
   if (error instanceof ToolError) return failure('ToolFailed', message);

@@ -31,6 +31,8 @@ export async function verifyArtifact(request: VerifyRequest): Promise<Verificati
   let readerError: string | undefined;
   try {
     const source = await request.repository.read(request.key, { signal: request.signal });
+    // pipe() does not forward errors: a failing read must fail the verification, not stall it.
+    source.once('error', (error) => checksum.destroy(error));
     source.pipe(checksum);
     if (request.format === 'custom') {
       const listing = await listArchive(checksum, request.pgRestore, request.signal);
