@@ -6,10 +6,7 @@ export interface ServerFacts {
   serverVersion: string;
   serverVersionNum: number;
   serverMajor: number;
-  /** `SELECT version()`: the full banner stored as version.txt. */
-  versionBanner: string;
   databaseSizeBytes: number;
-  inRecovery: boolean;
 }
 
 /** Connects and reads what the backup needs to know before pg_dump starts. */
@@ -17,9 +14,8 @@ export async function probeServer(params: ConnectionParams): Promise<ServerFacts
   const client = new pg.Client(pgClientConfig(params));
   await client.connect();
   try {
-    const { rows } = await client.query<{ v: string; n: string; banner: string; size: string; recovery: boolean }>(
-      `SELECT current_setting('server_version') AS v, current_setting('server_version_num') AS n, version() AS banner,
-              pg_database_size(current_database()) AS size, pg_is_in_recovery() AS recovery`,
+    const { rows } = await client.query<{ v: string; n: string; size: string }>(
+      `SELECT current_setting('server_version') AS v, current_setting('server_version_num') AS n, pg_database_size(current_database()) AS size`,
     );
     const row = rows[0]!;
     const num = Number(row.n);
@@ -27,9 +23,7 @@ export async function probeServer(params: ConnectionParams): Promise<ServerFacts
       serverVersion: row.v,
       serverVersionNum: num,
       serverMajor: Math.floor(num / 10_000),
-      versionBanner: row.banner,
       databaseSizeBytes: Number(row.size),
-      inRecovery: row.recovery,
     };
   } finally {
     await client.end().catch(() => undefined);

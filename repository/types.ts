@@ -1,13 +1,5 @@
 import type { Readable } from 'node:stream';
 
-/** What a storage driver can do, so callers never branch on the driver type. */
-export interface RepositoryFeatures {
-  /** Local filesystems publish by rename; S3 by completing a multipart upload. Both are atomic. */
-  readonly atomicPublish: true;
-  /** Incomplete writes are separate objects that can be listed and removed (temp files, multipart uploads). */
-  readonly listsIncompleteWrites: boolean;
-}
-
 /**
  * A file a tool writes directly (pg_dump --file), invisible until published. Only drivers backed
  * by a filesystem offer it; tools then write at disk speed with no pipe in between, and archives
@@ -39,7 +31,6 @@ export interface Repository {
   readonly id: string;
   /** Human-readable location: an absolute path or s3://bucket/prefix. */
   readonly location: string;
-  readonly features: RepositoryFeatures;
   /** Streams `body` to `key`, publishing it atomically when `body` ends without error. */
   write(key: string, body: Readable, options?: { signal?: AbortSignal }): Promise<{ size: number }>;
   read(key: string, options?: { signal?: AbortSignal }): Promise<Readable>;

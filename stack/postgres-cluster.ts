@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chownSync, mkdtempSync, rmSync, writeFileSync, appendFileSync, readFileSync, existsSync } from 'node:fs';
-import { tmpdir, userInfo } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runTool } from '../process/run.js';
 import { postgresServerBinDir } from './binaries.js';
@@ -135,5 +135,3 @@ function stopSync(c: { binDir: string; dataDir: string; asPostgres: boolean; bas
   }
   rmSync(c.baseDir, { recursive: true, force: true });
 }
-
-export const currentUser = (): string => userInfo().username;

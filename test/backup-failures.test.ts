@@ -281,6 +281,48 @@ describe('errors', () => {
   });
 });
 
+describe('a backup whose stored artifact is corrupted before verification', () => {
+  it('fails as VerificationFailed, records the failed check in its manifest, and is never latest good', async () => {
+    const config = stack.config({ app: { url: stack.databaseUrl('app') } });
+    const repository = new RepositoryRegistry(config, stack.workerEnv).get('local');
+    const plain = await stack.startWorker(config);
+    let goodBefore: string;
+    try {
+      goodBefore = ((await (await startBackup(stack.client, config, { database: 'app', label: 'good' })).result()) as BackupResult).backupId;
+    } finally {
+      await plain.stop();
+    }
+    // Flip one byte of the published artifact just before the real verification runs.
+    const { stop } = await stack.startWorker(config, (activities) => ({
+      ...activities,
+      verifyBackup: async (input) => {
+        const { open } = await import('node:fs/promises');
+        const file = await open(join(stack.workDir, 'repo', input.backupId, input.file), 'r+');
+        const byte = Buffer.alloc(1);
+        await file.read(byte, 0, 1, 2048);
+        byte[0] = byte[0]! ^ 0x01;
+        await file.write(byte, 0, 1, 2048);
+        await file.close();
+        return activities.verifyBackup(input);
+      },
+    }));
+    try {
+      const handle = await startBackup(stack.client, config, { database: 'app' });
+      const failure = failureOf(await handle.result().catch((e: unknown) => e));
+      expect(failure.type).toBe('VerificationFailed');
+      expect(failure.message).toMatch(/failed verification: sha256 [0-9a-f]{64} differs/);
+      const backupId = String((await handle.query(statusQuery)).details.backupId);
+      const manifest = await readManifest(repository, backupId);
+      expect(manifest).toMatchObject({ status: 'failed', error: { step: 'verify', type: 'VerificationFailed' }, verification: { ok: false, sha256Matches: false, sizeMatches: true } });
+      const backups = await listBackups(repository, 'app');
+      expect(backups.find((b) => b.id === backupId)?.state).toBe('failed');
+      expect(backups.find((b) => b.state === 'verified')?.id).toBe(goodBefore);
+    } finally {
+      await stop();
+    }
+  });
+});
+
 describe('backups verify', () => {
   it('fails on an artifact with one flipped byte', async () => {
     const configFile = stack.writeConfig({ app: { url: stack.databaseUrl('app') } });

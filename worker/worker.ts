@@ -22,6 +22,8 @@ export interface WorkerSetup {
   workflowBundle?: WorkflowBundleOption;
   env?: NodeJS.ProcessEnv;
   identity?: string;
+  /** Wraps the activities, e.g. to inject a failure at a given step in tests. */
+  wrapActivities?: (activities: ReturnType<typeof createActivities>) => ReturnType<typeof createActivities>;
 }
 
 export async function createWorker(setup: WorkerSetup): Promise<Worker> {
@@ -31,7 +33,7 @@ export async function createWorker(setup: WorkerSetup): Promise<Worker> {
     namespace: config.temporal.namespace,
     taskQueue: config.temporal.taskQueue,
     workflowBundle: setup.workflowBundle ?? (await loadWorkflowBundle()),
-    activities: createActivities(config, setup.env),
+    activities: (setup.wrapActivities ?? ((a) => a))(createActivities(config, setup.env)),
     ...(setup.identity ? { identity: setup.identity } : {}),
     // A 2-core host: a few dumps at once at most; each pg_dump is a process of its own.
     maxConcurrentActivityTaskExecutions: 4,

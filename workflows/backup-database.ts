@@ -121,10 +121,10 @@ export async function backupDatabase(rawInput: BackupInput): Promise<BackupResul
       long.snapshotMetadata({ database: input.database, backupId: id, repository: plan.repository, serverMajor: probe!.serverMajor, rowCounts: dump!.rowCounts, schemaVersion: dump!.schemaVersion }),
     );
     // 5. Verify what is stored, not what we think we wrote.
-    verification = await runbook.step('verify', async () => {
-      const result = await long.verifyBackup({ backupId: id, repository: plan.repository, file: dump!.file, format: plan.format, expected: { size: dump!.size, sha256: dump!.sha256 } });
-      if (!result.ok) throw ApplicationFailure.nonRetryable(`backup ${id} failed verification: ${result.error ?? 'unknown reason'}`, 'VerificationFailed');
-      return result;
+    // A failed verification is kept (it goes into the failure manifest) before the step fails.
+    await runbook.step('verify', async () => {
+      verification = await long.verifyBackup({ backupId: id, repository: plan.repository, file: dump!.file, format: plan.format, expected: { size: dump!.size, sha256: dump!.sha256 } });
+      if (!verification.ok) throw ApplicationFailure.nonRetryable(`backup ${id} failed verification: ${verification.error ?? 'unknown reason'}`, 'VerificationFailed');
     });
   } catch (error) {
     // Record the failure where the next reader looks (the manifest), even when cancelled.
@@ -154,7 +154,7 @@ export async function backupDatabase(rawInput: BackupInput): Promise<BackupResul
     sha256: dump.sha256,
     databaseSizeBytes: probe.databaseSizeBytes,
     durationSeconds: (Date.now() - startedAt.getTime()) / 1000,
-    verification,
+    verification: verification!,
     manifestKey: key,
   };
 }

@@ -11,7 +11,6 @@ import type { FileWrite, ObjectInfo, Repository } from '../types.js';
 const PARTIAL = /^\..+\.[0-9a-f]{12}\.partial$/;
 
 export class LocalRepository implements Repository {
-  readonly features = { atomicPublish: true, listsIncompleteWrites: true } as const;
   readonly location: string;
 
   constructor(

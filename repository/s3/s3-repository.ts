@@ -20,7 +20,6 @@ import type { ObjectInfo, Repository } from '../types.js';
  * write aborts its upload. Memory per write is about partSize x queueSize.
  */
 export class S3Repository implements Repository {
-  readonly features = { atomicPublish: true, listsIncompleteWrites: true } as const;
   readonly location: string;
   private readonly client: S3Client;
   private readonly prefix: string;

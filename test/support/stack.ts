@@ -11,7 +11,7 @@ import { startPostgresCluster, type PostgresCluster } from '../../stack/postgres
 import { startS3Server, type S3Server } from '../../stack/seaweedfs.js';
 import { startTemporalDevServer } from '../../stack/temporal-dev-server.js';
 import { loadSampleData } from '../../stack/sample-data.js';
-import { bundleWorkflows, createWorker } from '../../worker/worker.js';
+import { bundleWorkflows, createWorker, type WorkerSetup } from '../../worker/worker.js';
 
 /**
  * Real components for one test file: a Temporal dev server, a PostgreSQL cluster, optionally
@@ -32,7 +32,7 @@ export interface TestStack {
   /** Writes a config file for a worker process / the CLI and returns its path. */
   writeConfig(databases: Record<string, object>, overrides?: Record<string, unknown>): string;
   /** Runs an in-process worker until `stop()`. */
-  startWorker(config: Config): Promise<{ worker: Worker; stop: () => Promise<void> }>;
+  startWorker(config: Config, wrapActivities?: WorkerSetup['wrapActivities']): Promise<{ worker: Worker; stop: () => Promise<void> }>;
   /** A database URL reference for config, backed by an env var in workerEnv. */
   databaseUrl(database: string, varName?: string): string;
   teardown(): Promise<void>;
@@ -90,8 +90,8 @@ export async function startTestStack(options: { s3?: boolean; /** create this da
       workerEnv[varName] = cluster.url(database);
       return `\${${varName}}`;
     },
-    startWorker: async (config) => {
-      const worker = await createWorker({ config, connection: temporal.nativeConnection, workflowBundle: bundle, env: workerEnv });
+    startWorker: async (config, wrapActivities) => {
+      const worker = await createWorker({ config, connection: temporal.nativeConnection, workflowBundle: bundle, env: workerEnv, wrapActivities });
       const running = worker.run();
       return {
         worker,
