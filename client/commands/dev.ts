@@ -1,6 +1,6 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { Client } from '@temporalio/client';
+import { Client, Connection } from '@temporalio/client';
 import { stringify } from 'yaml';
 import { Config } from '../../config/schema.js';
 import { registerSecret } from '../../process/secrets.js';
@@ -10,7 +10,7 @@ import { verifyStoredBackup } from '../../repository/verify-stored.js';
 import { freePort } from '../../stack/ports.js';
 import { startPostgresCluster, type PostgresCluster } from '../../stack/postgres-cluster.js';
 import { loadSampleData } from '../../stack/sample-data.js';
-import { startTemporalDevServer } from '../../stack/temporal-dev-server.js';
+import { spawnTemporalDevServer } from '../../stack/temporal-dev-server.js';
 import { startWorker } from '../../worker/run.js';
 import type { BackupResult } from '../../workflows/backup-database.js';
 import { describeProgress, follow, startBackup } from '../backup.js';
@@ -43,8 +43,8 @@ export async function devCommand(out: Output, flags: { demo?: boolean }): Promis
     const port = await portOr(7233);
     const uiPort = await portOr(8233);
     out.info(`starting Temporal dev server on 127.0.0.1:${port} (UI http://127.0.0.1:${uiPort}) ...`);
-    const temporal = await startTemporalDevServer({ port, uiPort, dbFilename: flags.demo ? undefined : join(stateDir, 'temporal.db') });
-    cleanups.push(() => temporal.teardown());
+    const temporal = await spawnTemporalDevServer({ port, uiPort, dbFilename: flags.demo ? undefined : join(stateDir, 'temporal.db'), logFile: join(stateDir, 'temporal.log') });
+    cleanups.push(() => temporal.stop());
 
     let databaseUrl = process.env.DATABASE_URL;
     let databaseId = 'app';
@@ -67,7 +67,7 @@ export async function devCommand(out: Output, flags: { demo?: boolean }): Promis
     registerSecret(new URL(databaseUrl).password ? decodeURIComponent(new URL(databaseUrl).password) : undefined);
 
     const fileConfig = {
-      temporal: { address: `127.0.0.1:${port}`, namespace: 'default', taskQueue: 'pgrunbook' },
+      temporal: { address: temporal.address, namespace: 'default', taskQueue: 'pgrunbook' },
       repositories: { local: { type: 'local', path: resolve('backups') } },
       databases: { [databaseId]: { url: `\${${DEV_URL_VAR}}` } },
     };
@@ -94,7 +94,9 @@ export async function devCommand(out: Output, flags: { demo?: boolean }): Promis
       return EXIT.ok;
     }
 
-    const client = new Client({ connection: temporal.client.connection, namespace: config.temporal.namespace });
+    const connection = await Connection.connect({ address: temporal.address });
+    cleanups.push(() => connection.close());
+    const client = new Client({ connection, namespace: config.temporal.namespace });
     const handle = await startBackup(client, config, { database: databaseId, label: 'demo' });
     out.info(`backup workflow ${handle.workflowId} started`);
     const result = await follow<BackupResult>(handle, (p) => out.progress(describeProgress(p)));
