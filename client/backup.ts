@@ -19,7 +19,7 @@ export async function startBackup(client: Client, config: Config, raw: BackupInp
   if (input.repository && !config.repositories[input.repository]) {
     throw new UsageError(`unknown repository "${input.repository}"`, `repositories in the config: ${Object.keys(config.repositories).join(', ')}`);
   }
-  const workflowId = `backup-${input.database}-${compactTimestamp(new Date())}${input.label ? `-${input.label}` : ''}`;
+  const workflowId = `backup-${input.database}-${compactTimestamp(new Date())}`;
   try {
     return await client.workflow.start('backupDatabase', {
       taskQueue: config.temporal.taskQueue,

@@ -74,7 +74,7 @@ describe('pgrunbook CLI', () => {
       expect(backup.code).toBe(0);
       const result = JSON.parse(backup.stdout);
       expect(result).toMatchObject({ ok: true, status: 'verified', database: 'app' });
-      expect(result.workflowId).toMatch(/^backup-app-\d{8}T\d{6}Z-cli$/);
+      expect(result.workflowId).toMatch(/^backup-app-\d{8}T\d{6}Z$/);
       const list = await cli(['backups', 'list', '--database', 'app', '--json', '--config', path]);
       expect(list.code).toBe(0);
       expect(JSON.parse(list.stdout)).toMatchObject({ ok: true, latestGood: result.backupId });
