@@ -78,23 +78,17 @@ export function createBackupActivities(deps: ActivityDeps) {
     return db;
   }
 
-  function connection(database: string): ConnectionParams {
+  /** Config problems found while resolving are non-retryable ConfigError failures. */
+  function resolving<T>(resolve: () => T): T {
     try {
-      return resolveConnection(database, databaseConfig(database), env);
+      return resolve();
     } catch (error) {
       if (error instanceof ConfigError) throw failure('ConfigError', error.message);
       throw error;
     }
   }
-
-  function repository(id: string) {
-    try {
-      return deps.repositories.get(id);
-    } catch (error) {
-      if (error instanceof ConfigError) throw failure('ConfigError', error.message);
-      throw error;
-    }
-  }
+  const connection = (database: string): ConnectionParams => resolving(() => resolveConnection(database, databaseConfig(database), env));
+  const repository = (id: string) => resolving(() => deps.repositories.get(id));
 
   /**
    * Runs a long step with a steady heartbeat (every second, throttled by the SDK) carrying the

@@ -34,9 +34,18 @@ export class ChecksumStream extends Transform {
   }
 }
 
+/** sha256 and size of everything a stream yields. */
+export async function digestStream(stream: AsyncIterable<unknown>): Promise<{ sha256: string; size: number }> {
+  const hash = createHash('sha256');
+  let size = 0;
+  for await (const chunk of stream) {
+    hash.update(chunk as Buffer);
+    size += (chunk as Buffer).length;
+  }
+  return { sha256: hash.digest('hex'), size };
+}
+
 /** sha256 of a file, read in 1 MiB chunks. */
 export async function sha256OfFile(path: string, signal?: AbortSignal): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20, signal })) hash.update(chunk as Buffer);
-  return hash.digest('hex');
+  return (await digestStream(createReadStream(path, { highWaterMark: 1 << 20, signal }))).sha256;
 }

@@ -1,8 +1,8 @@
-import { createHash } from 'node:crypto';
 import { verifyArtifact } from '../postgres/verify.js';
+import { digestStream } from './checksum-stream.js';
 import { ARTIFACT, artifactKey } from './layout.js';
 import { readManifest } from './catalog.js';
-import type { Verification } from './manifest.js';
+import type { Manifest, Verification } from './manifest.js';
 import type { Repository } from './types.js';
 
 export interface StoredBackupCheck {
@@ -14,6 +14,8 @@ export interface StoredBackupCheck {
   /** Metadata files whose sha256 or size no longer match the manifest. */
   badFiles: string[];
   problems: string[];
+  /** The manifest checked against; absent when the backup is missing or incomplete. */
+  manifest?: Manifest;
 }
 
 /**
@@ -38,22 +40,18 @@ export async function verifyStoredBackup(repository: Repository, backupId: strin
   const badFiles: string[] = [];
   for (const [name, expected] of Object.entries(manifest.files)) {
     if (name === manifest.dump?.file) continue;
-    const hash = createHash('sha256');
-    let size = 0;
+    let actual: { sha256: string; size: number };
     try {
-      for await (const chunk of await repository.read(artifactKey(backupId, name))) {
-        hash.update(chunk as Buffer);
-        size += (chunk as Buffer).length;
-      }
+      actual = await digestStream(await repository.read(artifactKey(backupId, name)));
     } catch (error) {
       badFiles.push(name);
       problems.push(`${name}: ${(error as Error).message}`);
       continue;
     }
-    if (size !== expected.size || hash.digest('hex') !== expected.sha256) {
+    if (actual.size !== expected.size || actual.sha256 !== expected.sha256) {
       badFiles.push(name);
       problems.push(`${name}: content differs from the manifest`);
     }
   }
-  return { ...base, ok: problems.length === 0, status: manifest.status, dump, badFiles, problems };
+  return { ...base, ok: problems.length === 0, status: manifest.status, dump, badFiles, problems, manifest };
 }

@@ -1,4 +1,4 @@
-import { defineQuery, setHandler } from '@temporalio/workflow';
+import { defineQuery, isCancellation, setHandler } from '@temporalio/workflow';
 
 // The state every runbook-shaped workflow exposes through its `status` query: the current step,
 // finished steps with timings and outcomes, and what it waits for. The same step names appear in
@@ -47,7 +47,7 @@ export class Runbook<Step extends string> {
       this.record(name, started, 'ok');
       return result;
     } catch (error) {
-      this.record(name, started, isCancelled(error) ? 'cancelled' : 'failed', messageOf(error));
+      this.record(name, started, isCancellation(error) ? 'cancelled' : 'failed', messageOf(error));
       throw error;
     } finally {
       this.status.currentStep = null;
@@ -77,9 +77,4 @@ export function messageOf(error: unknown): string {
   const e = error as { cause?: { message?: string }; message?: string };
   // Activity failures wrap the activity's own error; that one says what went wrong.
   return e?.cause?.message ?? e?.message ?? String(error);
-}
-
-function isCancelled(error: unknown): boolean {
-  const name = (error as { name?: string; cause?: { name?: string } })?.name;
-  return name === 'CancelledFailure' || (error as { cause?: { name?: string } })?.cause?.name === 'CancelledFailure';
 }

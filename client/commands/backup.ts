@@ -1,6 +1,6 @@
 import { Client } from '@temporalio/client';
 import type { LoadedConfig } from '../../config/load.js';
-import { readManifest, listBackups } from '../../repository/catalog.js';
+import { listBackups } from '../../repository/catalog.js';
 import { RepositoryRegistry } from '../../repository/registry.js';
 import { defaultRepositoryId } from '../../config/schema.js';
 import { parseBackupId } from '../../repository/layout.js';
@@ -84,8 +84,8 @@ export async function backupsVerifyCommand(loaded: LoadedConfig, out: Output, ba
   const repository = new RepositoryRegistry(loaded.config).get(repositoryId);
   const tools = await newestClientTools();
   const check = await verifyStoredBackup(repository, backupId, tools.pgRestore, (bytes) => out.progress(`verifying ${backupId}: ${formatBytes(bytes)} read`));
-  const manifest = check.status === 'missing' || check.status === 'incomplete' ? undefined : await readManifest(repository, backupId);
-  out.result({ ...check, manifestSha256: manifest?.dump?.sha256 ?? null }, () =>
+  const { manifest, ...report } = check;
+  out.result({ ...report, manifestSha256: manifest?.dump?.sha256 ?? null }, () =>
     check.ok
       ? `backup ${backupId}: OK (sha256 ${check.dump?.sha256Matches ? 'matches' : '-'}, ${check.dump?.tocEntries ?? 0} TOC entries, ${Object.keys(manifest?.files ?? {}).length} files checked)`
       : `backup ${backupId}: FAILED\n${check.problems.map((p) => `  - ${p}`).join('\n')}`,

@@ -105,7 +105,8 @@ export async function devCommand(out: Output, flags: { demo?: boolean }): Promis
     const check = await verifyStoredBackup(repository, result.backupId, (await newestClientTools()).pgRestore);
     out.info(`independent re-verification (pgrunbook backups verify): ${check.ok ? 'OK' : `FAILED: ${check.problems.join('; ')}`}`);
     out.info(`artifacts: ${join(repository.location, result.backupId)}`);
-    out.result({ ok: check.ok, workflowId: handle.workflowId, ...result, reverification: check }, () => (check.ok ? 'demo: backup verified' : 'demo: verification FAILED'));
+    const { manifest: _manifest, ...reverification } = check;
+    out.result({ ok: check.ok, workflowId: handle.workflowId, ...result, reverification }, () => (check.ok ? 'demo: backup verified' : 'demo: verification FAILED'));
     return check.ok ? EXIT.ok : EXIT.failed;
   } finally {
     await cleanup();
