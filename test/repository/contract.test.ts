@@ -15,6 +15,7 @@ import type { S3RepositoryConfig } from '../../config/schema.js';
 import { ConfigError } from '../../config/errors.js';
 import { LocalRepository } from '../../repository/local/local-repository.js';
 import { S3Repository } from '../../repository/s3/s3-repository.js';
+import { digestStream } from '../../repository/checksum-stream.js';
 import { readAll, writeAll, type Repository } from '../../repository/types.js';
 import { startS3Server, type S3Server } from '../../stack/seaweedfs.js';
 
@@ -112,15 +113,8 @@ async function s3Harness(): Promise<Harness> {
 
 const sha256 = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
 
-async function sha256Of(stream: Readable): Promise<{ sha256: string; size: number }> {
-  const hash = createHash('sha256');
-  let size = 0;
-  for await (const chunk of stream) {
-    hash.update(chunk as Buffer);
-    size += (chunk as Buffer).length;
-  }
-  return { sha256: hash.digest('hex'), size };
-}
+// Read-back digests use the product helper; expected digests are computed independently above.
+const sha256Of = (stream: Readable) => digestStream(stream);
 
 async function waitFor(what: string, condition: () => Promise<boolean> | boolean, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
