@@ -1,9 +1,8 @@
 import { Context } from '@temporalio/activity';
 import type { Config } from '../config/schema.js';
 import { defaultRepositoryId } from '../config/schema.js';
-import { ConfigError } from '../config/errors.js';
 import { extensionsInventory, toTsv, viewReloptions, type SchemaVersion } from '../postgres/catalog.js';
-import { resolveConnection, describeConnection, pgClientConfig, type ConnectionParams } from '../postgres/connection.js';
+import { describeConnection, pgClientConfig } from '../postgres/connection.js';
 import { compressionArgs, dumpSchemaToRepository, dumpToRepository } from '../postgres/dump.js';
 import { classifyPostgresError, classifyToolError, failure } from '../postgres/errors.js';
 import { probeServer } from '../postgres/probe.js';
@@ -11,17 +10,13 @@ import { clientToolsFor, newestClientTools } from '../postgres/tools.js';
 import { verifyArtifact } from '../postgres/verify.js';
 import { ARTIFACT, artifactKey, dumpFileName, type DumpFormat } from '../repository/layout.js';
 import { Manifest, type FileEntry, type Verification } from '../repository/manifest.js';
-import type { RepositoryRegistry } from '../repository/registry.js';
 import { writeAll } from '../repository/types.js';
 import { createHash } from 'node:crypto';
 import pg from 'pg';
 import { PGRUNBOOK_VERSION } from './version.js';
+import { activitySupport, type ActivityDeps } from './support.js';
 
-export interface ActivityDeps {
-  config: Config;
-  repositories: RepositoryRegistry;
-  env?: NodeJS.ProcessEnv;
-}
+export type { ActivityDeps } from './support.js';
 
 export interface BackupPlan {
   repository: string;
@@ -54,11 +49,6 @@ export interface MetadataResult {
   serverVersion: string;
 }
 
-export interface DumpProgress {
-  bytes: number;
-  bytesPerSecond: number;
-}
-
 /** A manifest before the activity stamps pgrunbook's version on it. */
 export type ManifestDraft = Omit<Manifest, 'pgrunbookVersion' | 'manifestVersion'>;
 
@@ -68,52 +58,7 @@ export type ManifestDraft = Omit<Manifest, 'pgrunbookVersion' | 'manifestVersion
  * Workflows pass ids only; connections and credentials are resolved here, from the worker's config.
  */
 export function createBackupActivities(deps: ActivityDeps) {
-  const env = deps.env ?? process.env;
-
-  function databaseConfig(database: string) {
-    const db = deps.config.databases[database];
-    if (!db) {
-      throw failure('InvalidInput', `unknown database "${database}"`, `databases in the worker's config: ${Object.keys(deps.config.databases).join(', ') || '(none)'}`);
-    }
-    return db;
-  }
-
-  /** Config problems found while resolving are non-retryable ConfigError failures. */
-  function resolving<T>(resolve: () => T): T {
-    try {
-      return resolve();
-    } catch (error) {
-      if (error instanceof ConfigError) throw failure('ConfigError', error.message);
-      throw error;
-    }
-  }
-  const connection = (database: string): ConnectionParams => resolving(() => resolveConnection(database, databaseConfig(database), env));
-  const repository = (id: string) => resolving(() => deps.repositories.get(id));
-
-  /**
-   * Runs a long step with a steady heartbeat (every second, throttled by the SDK) carrying the
-   * latest progress. Heartbeats must not depend on bytes flowing: a pg_dump waiting for a lock
-   * still has to prove its worker is alive and still has to receive cancellation.
-   */
-  async function withHeartbeat<T>(run: (onBytes: (bytes: number) => void) => Promise<T>): Promise<T> {
-    const context = Context.current();
-    const started = Date.now();
-    let progress: DumpProgress = { bytes: 0, bytesPerSecond: 0 };
-    const beat = (): void => context.heartbeat(progress);
-    beat();
-    const timer = setInterval(beat, 1_000);
-    try {
-      return await run((bytes) => {
-        progress = { bytes, bytesPerSecond: Math.round(bytes / Math.max((Date.now() - started) / 1000, 0.001)) };
-      });
-    } catch (error) {
-      // Once cancelled, whatever the killed tool reported is noise: report the cancellation.
-      if (context.cancellationSignal.aborted) throw context.cancellationSignal.reason ?? error;
-      throw error;
-    } finally {
-      clearInterval(timer);
-    }
-  }
+  const { databaseConfig, connection, repository, withHeartbeat, byteProgress } = activitySupport(deps);
 
   return {
     /** Resolves config for a backup: repository, format, compression, timeouts. No I/O. */
@@ -167,7 +112,7 @@ export function createBackupActivities(deps: ActivityDeps) {
       await repo.removeIncompleteWrites(key).catch(() => 0);
       const signal = Context.current().cancellationSignal;
       try {
-        const outcome = await withHeartbeat((onBytes) => dumpToRepository({
+        const outcome = await withHeartbeat((report) => dumpToRepository({
           params, tools, repository: repo, key,
           format: input.plan.format,
           compression: input.plan.compression,
@@ -176,7 +121,7 @@ export function createBackupActivities(deps: ActivityDeps) {
           rowCounts: db.dump.rowCounts,
           schemaVersionQuery: db.schemaVersionQuery,
           signal,
-          onBytes,
+          onBytes: byteProgress(report),
         }));
         return { file: input.plan.dumpFile, ...outcome };
       } catch (error) {
@@ -235,7 +180,7 @@ export function createBackupActivities(deps: ActivityDeps) {
     /** Step 5: re-read the stored artifact; sha256 and size must match; pg_restore -l must read it. */
     async verifyBackup(input: { backupId: string; repository: string; file: string; format: DumpFormat; expected: { size: number; sha256: string } }): Promise<Verification> {
       const tools = await newestClientTools();
-      return withHeartbeat((onBytes) =>
+      return withHeartbeat((report) =>
         verifyArtifact({
           repository: repository(input.repository),
           key: artifactKey(input.backupId, input.file),
@@ -243,7 +188,7 @@ export function createBackupActivities(deps: ActivityDeps) {
           expected: input.expected,
           pgRestore: tools.pgRestore,
           signal: Context.current().cancellationSignal,
-          onBytes,
+          onBytes: byteProgress(report),
         }),
       );
     },

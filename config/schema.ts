@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { AppConfig } from '../app-controllers/schema.js';
 
 // The pgrunbook.yaml schema. Types share their schema's name. Secrets are never values in this
 // file: they are names of environment variables (`*Env`) or `${VAR}` references in URLs, resolved
@@ -82,6 +83,53 @@ export const DumpOptions = z
   .strict();
 export type DumpOptions = z.infer<typeof DumpOptions>;
 
+export const SmokeQuery = z
+  .object({
+    /** Shown in status, errors and the report, e.g. "seeded user present". */
+    name: z.string().min(1),
+    /** One statement; the first column of the first row is compared with `expect`. */
+    sql: z.string().min(1),
+    /** Expected value, compared as text (true/false, numbers, strings). Omitted: the query must just return a row. */
+    expect: z.union([z.string(), z.number(), z.boolean()]).optional(),
+  })
+  .strict();
+export type SmokeQuery = z.infer<typeof SmokeQuery>;
+
+export const RestoreOptions = z
+  .object({
+    /** swap: restore beside the live database, verify, then rename (short downtime); in-place: drop, recreate, restore (seeds). */
+    strategy: z.enum(['swap', 'in-place']).default('swap'),
+    /** A restore over an existing database waits for an approve/reject Update. */
+    approval: z
+      .object({ required: z.boolean().default(true), timeoutMinutes: z.number().positive().default(60) })
+      .strict()
+      .default({ required: true, timeoutMinutes: 60 }),
+    /** auto: on for in-place (the undo needs it), off for swap (the renamed old database is the safety net). */
+    safetyBackup: z.enum(['auto', 'always', 'never']).default('auto'),
+    /** pg_restore -j for custom archives: N > 1 restores from a seekable local file (S3 archives are downloaded first). */
+    jobs: z.number().int().min(1).max(64).default(2),
+    noOwner: z.boolean().default(false),
+    noPrivileges: z.boolean().default(false),
+    /** pg_restore --role / psql SET ROLE: the role that owns what is restored. */
+    role: z.string().min(1).optional(),
+    /** Database to connect to for CREATE/DROP/ALTER DATABASE and for terminating connections. */
+    maintenanceDatabase: z.string().min(1).default('postgres'),
+    smokeQueries: z.array(SmokeQuery).default([]),
+    analyze: z.boolean().default(true),
+    /** How long to wait for existing connections to go after terminating them. */
+    drainTimeoutSeconds: Seconds.default(60),
+    /** Drop `<db>__pre_restore_<ts>` databases older than this after a successful restore; unset keeps them until dropped by hand. */
+    keepPreRestoreDays: z.number().positive().optional(),
+    /** When a step still fails after its retries: ask an operator (resolveStep Update) or abort and undo at once. */
+    onStepFailure: z.enum(['ask', 'abort']).default('ask'),
+    /** How long an operator decision may take before the restore aborts and undoes. */
+    decisionTimeoutHours: z.number().positive().default(24),
+    /** Where archives are downloaded for pg_restore -j; default the OS temp dir. */
+    tempDir: z.string().min(1).optional(),
+  })
+  .strict();
+export type RestoreOptions = z.infer<typeof RestoreOptions>;
+
 export const DatabaseConfig = z
   .object({
     /** postgres://user:${DB_PASSWORD}@host:5432/dbname?sslmode=require; ${VAR} is substituted in the worker. */
@@ -99,6 +147,9 @@ export const DatabaseConfig = z
     schemaVersionQuery: z.string().min(1).optional(),
     /** Directory of pg_dump/pg_restore/psql to use instead of automatic selection. */
     pgBinDir: z.string().min(1).optional(),
+    restore: RestoreOptions.default(RestoreOptions.parse({})),
+    /** The application writing to this database, stopped around a restore. */
+    app: AppConfig.default({ type: 'none' }),
   })
   .strict()
   .superRefine((db, ctx) => {

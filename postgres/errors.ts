@@ -17,10 +17,18 @@ export type FailureType =
   | 'VerificationFailed'
   | 'ConnectionFailed'
   | 'ToolFailed'
-  | 'StorageFailed';
+  | 'StorageFailed'
+  | 'BackupNotFound'
+  | 'TargetExists'
+  | 'RestoreFailed'
+  | 'ConnectionsRemain'
+  | 'AppControllerFailed'
+  | 'HealthCheckFailed'
+  | 'InsufficientSpace';
 
 const NON_RETRYABLE: ReadonlySet<FailureType> = new Set([
   'InvalidInput', 'ConfigError', 'AuthenticationFailed', 'DatabaseNotFound', 'VersionIncompatible', 'PermissionDenied', 'VerificationFailed',
+  'BackupNotFound', 'TargetExists', 'RestoreFailed', 'ConnectionsRemain', 'InsufficientSpace',
 ]);
 
 export function failure(type: FailureType, message: string, hint?: string): ApplicationFailure {

@@ -43,6 +43,11 @@ export interface Repository {
   removeIncompleteWrites(key: string): Promise<number>;
   /** Present where a tool can write the object as a local file (see FileWrite). */
   openFileWrite?(key: string): Promise<FileWrite>;
+  /**
+   * Present where a stored object already is a local, seekable file (pg_restore -j reads it in
+   * place); others are downloaded first.
+   */
+  localFile?(key: string): Promise<string | undefined>;
 }
 
 export async function readAll(repository: Repository, key: string): Promise<Buffer> {

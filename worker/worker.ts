@@ -2,6 +2,7 @@ import type { Connection } from '@temporalio/client';
 import proto from '@temporalio/proto';
 import { NativeConnection, Worker, type WorkflowBundleOption } from '@temporalio/worker';
 import { createBackupActivities } from '../activities/backup.js';
+import { createRestoreActivities } from '../activities/restore.js';
 import type { Config } from '../config/schema.js';
 import { RepositoryRegistry } from '../repository/registry.js';
 import { SEARCH_ATTRIBUTES } from '../workflows/search-attributes.js';
@@ -12,7 +13,8 @@ export { bundleWorkflows, workflowsPath } from './workflow-bundle.js';
 
 export function createActivities(config: Config, env: NodeJS.ProcessEnv = process.env) {
   const repositories = new RepositoryRegistry(config, env);
-  return { ...createBackupActivities({ config, repositories, env }) };
+  const deps = { config, repositories, env };
+  return { ...createBackupActivities(deps), ...createRestoreActivities(deps) };
 }
 
 export interface WorkerSetup {

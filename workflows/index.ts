@@ -1,1 +1,2 @@
 export { backupDatabase } from './backup-database.js';
+export { restoreDatabase } from './restore-database.js';

@@ -25,7 +25,26 @@ export interface RunbookStatus {
   waitingFor: string | null;
   finished: StepRecord[];
   /** Operation-specific facts, e.g. the backup id once known. */
-  details: Record<string, string | number | null>;
+  details: Record<string, string | number | boolean | null>;
+  /** Long steps report bytes moved (restore). */
+  progress?: { step: string; phase: string; bytes: number; totalBytes: number | null; at: string } | null;
+  /** The operator decision the workflow waits for, with the options it accepts. */
+  pendingDecision?: PendingDecision | null;
+  /** Approvals and step decisions so far: who, what, why. */
+  decisions?: { decision: string; step: string; by: string; reason: string | null; at: string }[];
+  /** Undo actions registered before the steps that need them, and what became of them. */
+  undo?: { name: string; state: 'registered' | 'done' | 'failed'; error?: string }[];
+}
+
+export interface PendingDecision {
+  kind: 'approval' | 'step';
+  step: string;
+  /** Why the step waits: its last error. */
+  error: string | null;
+  /** What the workflow accepts: approve/reject, or retry/skip/abort. */
+  options: string[];
+  since: string;
+  deadline: string;
 }
 
 export const statusQuery = defineQuery<RunbookStatus>('status');
@@ -52,6 +71,11 @@ export class Runbook<Step extends string> {
     } finally {
       this.status.currentStep = null;
     }
+  }
+
+  /** Records a step an operator chose to skip. */
+  skip(name: Step, reason: string): void {
+    this.record(name, Date.now(), 'skipped', reason);
   }
 
   finish(state: Exclude<RunState, 'running'>): void {

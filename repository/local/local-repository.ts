@@ -37,6 +37,10 @@ export class LocalRepository implements Repository {
     }
   }
 
+  async localFile(key: string): Promise<string | undefined> {
+    return (await this.stat(key)) ? this.path(key) : undefined;
+  }
+
   async openFileWrite(key: string): Promise<FileWrite> {
     const target = this.path(key);
     await mkdir(dirname(target), { recursive: true });

@@ -1,0 +1,58 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startBackup } from '../../client/backup.js';
+import { startRestore } from '../../client/restore.js';
+import { RepositoryRegistry } from '../../repository/registry.js';
+import { readAll } from '../../repository/types.js';
+import type { BackupResult } from '../../workflows/backup-database.js';
+import { contentFingerprint } from '../support/content.js';
+import { startTestStack, type TestStack } from '../support/stack.js';
+
+let stack: TestStack;
+
+beforeAll(async () => {
+  stack = await startTestStack({ sampleDatabase: 'app' });
+});
+
+afterAll(async () => {
+  await stack?.teardown();
+});
+
+describe('restoreDatabase, happy path', () => {
+  it.each(['swap', 'in-place'] as const)('%s: the live database ends equal to the backup\'s source, and sessions are allowed again', async (strategy) => {
+    const config = stack.config({ app: { url: stack.databaseUrl('app'), repository: 'local', restore: { strategy, approval: { required: false } } } });
+    const { stop } = await stack.startWorker(config);
+    try {
+      const backup = (await (await startBackup(stack.client, config, { database: 'app' })).result()) as BackupResult;
+      const source = await contentFingerprint(stack.cluster.url('app'));
+      // Writes after the backup: the restore must bring the backup's content back.
+      await stack.cluster.sql("DELETE FROM public.processed_updates WHERE id % 7 = 0; UPDATE public.users SET display_name = display_name || ' (edited)' WHERE is_admin", 'app');
+      const rowsAfterWrites = await stack.cluster.sql('SELECT count(*) FROM public.processed_updates', 'app');
+      expect(await contentFingerprint(stack.cluster.url('app'))).not.toEqual(source);
+
+      const handle = await startRestore(stack.client, config, { database: 'app', backup: backup.backupId });
+      const result = await handle.result();
+      expect(result).toMatchObject({ database: 'app', backupId: backup.backupId, target: 'app', strategy });
+      expect(result.verification.ok).toBe(true);
+      expect(result.verification.rowCountMismatches).toEqual([]);
+      expect(await contentFingerprint(stack.cluster.url('app'))).toEqual(source);
+      expect(await stack.cluster.sql("SELECT datallowconn FROM pg_database WHERE datname = 'app'")).toBe('t');
+      if (strategy === 'swap') {
+        // The old database, with the writes made after the backup, is kept under its pre-restore name.
+        expect(result.preRestoreDatabase).toMatch(/^app__pre_restore_\d{14}$/);
+        expect(await stack.cluster.sql('SELECT count(*) FROM public.processed_updates', result.preRestoreDatabase!)).toBe(rowsAfterWrites);
+        expect(await stack.cluster.sql("SELECT count(*) FROM pg_database WHERE datname LIKE 'app\\_\\_restore\\_%'")).toBe('0');
+      } else {
+        expect(result.safetyBackupId).toMatch(/^app\/\d{8}T\d{6}Z_pre-restore$/);
+      }
+      const report = JSON.parse((await readAll(new RepositoryRegistry(config, stack.workerEnv).get('local'), result.reportKey!)).toString('utf8'));
+      expect(report).toMatchObject({ outcome: 'completed', backupId: backup.backupId, strategy });
+      expect(report.steps.map((s: { step: string }) => s.step)).toEqual(
+        strategy === 'swap'
+          ? ['resolve', 'preflight', 'restore', 'verify', 'scale-down', 'block-connections', 'swap', 'allow-connections', 'scale-up', 'report']
+          : ['resolve', 'preflight', 'safety-backup', 'scale-down', 'block-connections', 'drop-and-recreate', 'restore', 'verify', 'allow-connections', 'scale-up', 'report'],
+      );
+    } finally {
+      await stop();
+    }
+  });
+});
