@@ -8,11 +8,12 @@ import { createAppController } from '../app-controllers/registry.js';
 import type { AppSnapshot } from '../app-controllers/types.js';
 import { defaultRepositoryId } from '../config/schema.js';
 import {
-  createDatabase, databaseExists, databaseInfo, databasesLike, drainConnections, DrainTimeoutError, dropDatabase,
+  createDatabase, databaseExists, databaseInfo, drainConnections, DrainTimeoutError, dropDatabase,
   renameDatabases, setAllowConnections, userRelationCount, withMaintenanceClient, type DatabaseInfo,
 } from '../postgres/admin.js';
 import { describeConnection, type ConnectionParams } from '../postgres/connection.js';
-import { byteLength, isScratchDatabaseName, MAX_IDENTIFIER_BYTES, parsePreRestoreName, preRestoreDatabaseName, scratchDatabaseName } from '../postgres/database-names.js';
+import { byteLength, isScratchDatabaseName, MAX_IDENTIFIER_BYTES, preRestoreDatabaseName, scratchDatabaseName } from '../postgres/database-names.js';
+import { prunePreRestoreDatabases } from '../postgres/pre-restore.js';
 import { classifyPostgresError, classifyToolError, failure } from '../postgres/errors.js';
 import { ArchiveChangedError, restoreArchive, type RestorePhase } from '../postgres/restore.js';
 import { clientToolsFor } from '../postgres/tools.js';
@@ -596,34 +597,10 @@ export function createRestoreActivities(deps: ActivityDeps) {
       return restoreInto({ plan, into: plan.target, step: 'undo:restore-safety-backup' });
     },
 
-    /** `<db>__pre_restore_<ts>` databases of this database, oldest first. */
-    async listPreRestoreDatabases(input: { database: string }): Promise<{ name: string; at: string; sizeBytes: number }[]> {
-      const target = connection(input.database).database;
-      return maintenance(input.database, async (client) => {
-        const names = await databasesLike(client, `${target.replace(/[\\%_]/g, '\\$&')}\\_\\_pre\\_restore\\_%`);
-        const out: { name: string; at: string; sizeBytes: number }[] = [];
-        for (const name of names) {
-          const parsed = parsePreRestoreName(name);
-          if (parsed?.database !== target) continue;
-          out.push({ name, at: parsed.at.toISOString(), sizeBytes: (await databaseInfo(client, name))?.sizeBytes ?? 0 });
-        }
-        return out.sort((a, b) => a.at.localeCompare(b.at));
-      });
-    },
-
     /** Step "prune": drops pre-restore databases older than keepPreRestoreDays, naming each in the report. */
     async prunePreRestoreDatabases(input: { database: string; olderThanDays: number; keep: string[] }): Promise<{ dropped: string[] }> {
       const target = connection(input.database).database;
-      const cutoff = Date.now() - input.olderThanDays * 86_400_000;
-      return maintenance(input.database, async (client) => {
-        const dropped: string[] = [];
-        for (const name of await databasesLike(client, `${target.replace(/[\\%_]/g, '\\$&')}\\_\\_pre\\_restore\\_%`)) {
-          const parsed = parsePreRestoreName(name);
-          if (parsed?.database !== target || input.keep.includes(name) || parsed.at.getTime() > cutoff) continue;
-          if (await dropDatabase(client, name)) dropped.push(name);
-        }
-        return { dropped };
-      });
+      return maintenance(input.database, async (client) => ({ dropped: await prunePreRestoreDatabases(client, target, input.olderThanDays, input.keep) }));
     },
 
     /** Step "report": the JSON result, kept in the backup's repository. */

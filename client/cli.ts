@@ -4,6 +4,7 @@ import { PGRUNBOOK_VERSION } from '../activities/version.js';
 import { startWorker } from '../worker/run.js';
 import { backupCommand, backupsListCommand, backupsVerifyCommand } from './commands/backup.js';
 import { devCommand } from './commands/dev.js';
+import { approvalCommand, preRestoreCommand, restoreCommand, statusCommand, stepCommand } from './commands/restore.js';
 import { EXIT, Output, UsageError } from './output.js';
 
 const USAGE = `pgrunbook ${PGRUNBOOK_VERSION}: PostgreSQL backup and restore runbooks as durable Temporal workflows
@@ -20,6 +21,18 @@ commands:
   backups list --database ID [--repository R]
   backups verify BACKUP_ID [--repository R]
                                         re-check a stored backup: sha256, pg_restore -l, metadata
+  restore --database ID [--backup ID|latest] [--target-database NAME] [--strategy swap|in-place]
+          [--jobs N] [--no-owner] [--no-privileges] [--role R] [--yes]
+          [--safety-backup|--no-safety-backup] [--wait]
+                                        start restoreDatabase (workflow restore-<ID>); --yes
+                                        skips the approval gate; --wait follows it
+  status WORKFLOW_ID                    current step, finished steps, what it waits for
+  approve|reject WORKFLOW_ID --reason TEXT
+                                        decide a restore waiting for approval
+  step retry|skip|abort WORKFLOW_ID [--step NAME] [--reason TEXT]
+                                        decide a step that failed after its retries
+  pre-restore list|prune --database ID [--older-than-days N]
+  pre-restore drop NAME --database ID   old databases kept by swap restores
   config check                          validate the config file and the worker environment
 
 options:
@@ -44,6 +57,19 @@ export async function main(argv: string[]): Promise<number> {
         label: { type: 'string' },
         repository: { type: 'string' },
         wait: { type: 'boolean', default: false },
+        backup: { type: 'string' },
+        'target-database': { type: 'string' },
+        strategy: { type: 'string' },
+        jobs: { type: 'string' },
+        'no-owner': { type: 'boolean', default: false },
+        'no-privileges': { type: 'boolean', default: false },
+        role: { type: 'string' },
+        yes: { type: 'boolean', default: false },
+        'safety-backup': { type: 'boolean', default: false },
+        'no-safety-backup': { type: 'boolean', default: false },
+        reason: { type: 'string' },
+        step: { type: 'string' },
+        'older-than-days': { type: 'string' },
         demo: { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
         version: { type: 'boolean', default: false },
@@ -79,6 +105,17 @@ export async function main(argv: string[]): Promise<number> {
         if (sub === 'list') return await backupsListCommand(loadConfig(values.config), out, values);
         if (sub === 'verify') return await backupsVerifyCommand(loadConfig(values.config), out, arg, values);
         throw new UsageError(`unknown subcommand "backups ${sub ?? ''}"`, 'pgrunbook backups list|verify');
+      case 'restore':
+        return await restoreCommand(loadConfig(values.config), out, values);
+      case 'status':
+        return await statusCommand(loadConfig(values.config), out, sub);
+      case 'approve':
+      case 'reject':
+        return await approvalCommand(loadConfig(values.config), out, command, sub, values.reason);
+      case 'step':
+        return await stepCommand(loadConfig(values.config), out, sub, arg, values);
+      case 'pre-restore':
+        return await preRestoreCommand(loadConfig(values.config), out, sub, arg, values);
       case 'config': {
         if (sub !== 'check') throw new UsageError(`unknown subcommand "config ${sub ?? ''}"`, 'pgrunbook config check');
         const { config, path } = loadConfig(values.config);

@@ -70,8 +70,10 @@ export function describeError(error: unknown): { type: string; message: string; 
   let text = (error as Error)?.message ?? String(error);
   if (error instanceof WorkflowFailedError) {
     // The interesting part is the innermost cause: the activity's own ApplicationFailure.
+    // Unwrap activity and child-workflow wrappers, not the workflow's own failure: a
+    // CompensationFailed carries the original error as its cause, but its own message matters.
     let cause: unknown = error.cause;
-    while ((cause as { cause?: unknown })?.cause) cause = (cause as { cause: unknown }).cause;
+    while (cause && !(cause instanceof ApplicationFailure) && (cause as { cause?: unknown }).cause) cause = (cause as { cause: unknown }).cause;
     type = cause instanceof ApplicationFailure ? (cause.type ?? 'ApplicationFailure') : ((cause as Error)?.name ?? type);
     text = (cause as Error)?.message ?? text;
   }

@@ -48,8 +48,8 @@ describe('restoreDatabase, happy path', () => {
       expect(report).toMatchObject({ outcome: 'completed', backupId: backup.backupId, strategy });
       expect(report.steps.map((s: { step: string }) => s.step)).toEqual(
         strategy === 'swap'
-          ? ['resolve', 'preflight', 'restore', 'verify', 'scale-down', 'block-connections', 'swap', 'allow-connections', 'scale-up', 'report']
-          : ['resolve', 'preflight', 'safety-backup', 'scale-down', 'block-connections', 'drop-and-recreate', 'restore', 'verify', 'allow-connections', 'scale-up', 'report'],
+          ? ['resolve', 'preflight', 'restore', 'verify', 'scale-down', 'block-connections', 'swap', 'allow-connections', 'scale-up']
+          : ['resolve', 'preflight', 'safety-backup', 'scale-down', 'block-connections', 'drop-and-recreate', 'restore', 'verify', 'allow-connections', 'scale-up'],
       );
     } finally {
       await stop();
