@@ -1,5 +1,4 @@
 import { Context } from '@temporalio/activity';
-import type { Config } from '../config/schema.js';
 import { defaultRepositoryId } from '../config/schema.js';
 import { extensionsInventory, toTsv, viewReloptions, type SchemaVersion } from '../postgres/catalog.js';
 import { describeConnection, pgClientConfig } from '../postgres/connection.js';

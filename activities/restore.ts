@@ -1,6 +1,7 @@
 import { statfs } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { Context } from '@temporalio/activity';
+import type pg from 'pg';
 import { ApplicationFailure } from '@temporalio/common';
 import { AppControllerError } from '../app-controllers/errors.js';
 import { waitUntilHealthy } from '../app-controllers/health.js';
@@ -129,7 +130,7 @@ export const restoreReportKey = (database: string, startedAt: Date): string => `
 export function createRestoreActivities(deps: ActivityDeps) {
   const { env, databaseConfig, connection, repository, withHeartbeat, byteProgress } = activitySupport(deps);
 
-  const maintenance = <T>(database: string, run: (client: import('pg').Client, params: ConnectionParams) => Promise<T>): Promise<T> => {
+  const maintenance = <T>(database: string, run: (client: pg.Client, params: ConnectionParams) => Promise<T>): Promise<T> => {
     const params = connection(database);
     const db = databaseConfig(database);
     return withMaintenanceClient(params, db.restore.maintenanceDatabase, (client) => run(client, params)).catch((error: unknown) => {

