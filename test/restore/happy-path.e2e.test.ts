@@ -5,12 +5,13 @@ import { RepositoryRegistry } from '../../repository/registry.js';
 import { readAll } from '../../repository/types.js';
 import type { BackupResult } from '../../workflows/backup-database.js';
 import { contentFingerprint } from '../support/content.js';
+import { demoApp } from '../support/restore.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 
 let stack: TestStack;
 
 beforeAll(async () => {
-  stack = await startTestStack({ sampleDatabase: 'app' });
+  stack = await startTestStack({ s3: true, sampleDatabase: 'app' });
 });
 
 afterAll(async () => {
@@ -19,7 +20,9 @@ afterAll(async () => {
 
 describe('restoreDatabase, happy path', () => {
   it.each(['swap', 'in-place'] as const)('%s: the live database ends equal to the backup\'s source, and sessions are allowed again', async (strategy) => {
-    const config = stack.config({ app: { url: stack.databaseUrl('app'), repository: 'local', restore: { strategy, approval: { required: false } } } });
+    const app = await demoApp(stack, 'app');
+    await app.start();
+    const config = stack.config({ app: { url: stack.databaseUrl('app'), repository: 'local', restore: { strategy, approval: { required: false } }, app: app.config } });
     const { stop } = await stack.startWorker(config);
     try {
       const backup = (await (await startBackup(stack.client, config, { database: 'app' })).result()) as BackupResult;
@@ -29,6 +32,8 @@ describe('restoreDatabase, happy path', () => {
       const rowsAfterWrites = await stack.cluster.sql('SELECT count(*) FROM public.processed_updates', 'app');
       expect(await contentFingerprint(stack.cluster.url('app'))).not.toEqual(source);
 
+      const pidBefore = app.pid();
+      expect(await app.sessions()).toBe(3);
       const handle = await startRestore(stack.client, config, { database: 'app', backup: backup.backupId });
       const result = await handle.result();
       expect(result).toMatchObject({ database: 'app', backupId: backup.backupId, target: 'app', strategy });
@@ -36,6 +41,12 @@ describe('restoreDatabase, happy path', () => {
       expect(result.verification.rowCountMismatches).toEqual([]);
       expect(await contentFingerprint(stack.cluster.url('app'))).toEqual(source);
       expect(await stack.cluster.sql("SELECT datallowconn FROM pg_database WHERE datname = 'app'")).toBe('t');
+      // The application was stopped and started again (a new process), and is healthy and connected.
+      expect(app.running()).toBe(true);
+      expect(app.pid()).not.toBe(pidBefore);
+      expect(await app.healthy()).toBe(true);
+      expect(await app.sessions()).toBe(3);
+      expect(result.downtimeSeconds).toBeGreaterThan(0);
       if (strategy === 'swap') {
         // The old database, with the writes made after the backup, is kept under its pre-restore name.
         expect(result.preRestoreDatabase).toMatch(/^app__pre_restore_\d{14}$/);
@@ -48,9 +59,36 @@ describe('restoreDatabase, happy path', () => {
       expect(report).toMatchObject({ outcome: 'completed', backupId: backup.backupId, strategy });
       expect(report.steps.map((s: { step: string }) => s.step)).toEqual(
         strategy === 'swap'
-          ? ['resolve', 'preflight', 'restore', 'verify', 'scale-down', 'block-connections', 'swap', 'allow-connections', 'scale-up']
-          : ['resolve', 'preflight', 'safety-backup', 'scale-down', 'block-connections', 'drop-and-recreate', 'restore', 'verify', 'allow-connections', 'scale-up'],
+          ? ['resolve', 'preflight', 'restore', 'verify', 'scale-down', 'block-connections', 'swap', 'allow-connections', 'scale-up', 'health']
+          : ['resolve', 'preflight', 'safety-backup', 'scale-down', 'block-connections', 'drop-and-recreate', 'restore', 'verify', 'allow-connections', 'scale-up', 'health'],
       );
+    } finally {
+      await stop();
+      await app.stop();
+    }
+  });
+});
+
+describe('restoreDatabase, every way of reading the archive', () => {
+  it.each([
+    { repository: 's3', format: 'custom', jobs: 2, method: 'download' },
+    { repository: 's3', format: 'custom', jobs: 1, method: 'stream' },
+    { repository: 'local', format: 'custom', jobs: 2, method: 'file' },
+    { repository: 'local', format: 'plain', jobs: 2, method: 'stream' },
+  ] as const)('$format archive in $repository with -j $jobs: restored by $method, equal to the source', async ({ repository, format, jobs, method }) => {
+    const config = stack.config({ app: { url: stack.databaseUrl('app'), repository, dump: { format }, restore: { jobs, approval: { required: false } } } });
+    const { stop } = await stack.startWorker(config);
+    try {
+      const backup = (await (await startBackup(stack.client, config, { database: 'app' })).result()) as BackupResult;
+      const source = await contentFingerprint(stack.cluster.url('app'));
+      const result = await (await startRestore(stack.client, config, { database: 'app', backup: backup.backupId, targetDatabase: `copy_${repository}_${format}_${jobs}` })).result();
+      expect(result.restore).toMatchObject({ method, jobs: format === 'plain' ? 1 : jobs });
+      expect(await contentFingerprint(stack.cluster.url(result.target))).toEqual(source);
+      // No downloaded archive is left behind in the temp directory.
+      const { readdirSync } = await import('node:fs');
+      const { tmpdir } = await import('node:os');
+      expect(readdirSync(tmpdir()).filter((f) => f.startsWith('pgrunbook-restore-'))).toEqual([]);
+      await stack.cluster.sql(`DROP DATABASE ${result.target}`);
     } finally {
       await stop();
     }
