@@ -17,13 +17,22 @@ beforeAll(async () => {
 });
 
 describe('replaying recorded workflow histories', () => {
-  it('has histories for the verified, failed, cancelled and invalid-input paths', () => {
-    expect(histories).toEqual(['backup-cancelled.json', 'backup-connection-failed.json', 'backup-invalid-input.json', 'backup-verified.json']);
+  it('has histories for every backup and restore path that matters', () => {
+    expect(histories).toEqual([
+      'backup-cancelled.json', 'backup-connection-failed.json', 'backup-invalid-input.json', 'backup-verified.json',
+      // restore: approval + app + health (swap), child safety backup (in-place), rejection, an
+      // operator's retry of a failed step, the full undo stack, a failed preflight.
+      'restore-failed-compensated.json', 'restore-in-place-completed.json', 'restore-operator-retry.json',
+      'restore-preflight-failed.json', 'restore-rejected.json', 'restore-swap-completed.json',
+    ]);
   });
 
   it.each(histories)('%s replays deterministically against the current workflow code', async (file) => {
     const history = historyFromJSON(JSON.parse(readFileSync(join(dir, file), 'utf8')));
-    await expect(Worker.runReplayHistory({ workflowBundle: bundle }, history, file)).resolves.toBeUndefined();
+    // Child workflow ids derive from the parent's (restore-app-safety-backup-1): replay under the
+    // id the restores were recorded with.
+    const workflowId = file.startsWith('restore-') ? 'restore-app' : file;
+    await expect(Worker.runReplayHistory({ workflowBundle: bundle }, history, workflowId)).resolves.toBeUndefined();
   });
 
   it('detects a history whose commands no longer match the code', async () => {
