@@ -1,4 +1,4 @@
-import { WorkflowFailedError } from '@temporalio/client';
+import { ApplicationFailure, WorkflowFailedError } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startBackup } from '../../client/backup.js';
 import { startRestore } from '../../client/restore.js';
@@ -83,6 +83,34 @@ describe('restoreDatabase with a failure injected at a step', () => {
       expect(await stack.cluster.sql("SELECT string_agg(datname, ',') FROM pg_database WHERE datname LIKE 'app\\_\\_%'")).toBe('');
       expect(app.running()).toBe(true);
       expect(await app.healthy()).toBe(true);
+    } finally {
+      await stop();
+    }
+  });
+});
+
+describe('an undo that fails', () => {
+  it('is reported loudly: the workflow fails with CompensationFailed naming it, and the other undos still run', async () => {
+    await app.start();
+    const config = stack.config({ app: databaseConfig('swap') });
+    // scale-up fails as a step and again as an undo: the application cannot be brought back.
+    const { stop } = await stack.startWorker(config, (activities) => ({
+      ...activities,
+      startApp: async () => {
+        throw ApplicationFailure.nonRetryable('the app controller is unreachable', 'InjectedFailure');
+      },
+    }));
+    try {
+      const handle = await startRestore(stack.client, config, { database: 'app', backup: backupId });
+      const error = await handle.result().then(() => undefined, (e: unknown) => e);
+      expect(error).toBeInstanceOf(WorkflowFailedError);
+      const cause = (error as WorkflowFailedError).cause as ApplicationFailure;
+      expect(cause.type).toBe('CompensationFailed');
+      expect(cause.message).toMatch(/UNDO FAILED, the system needs a person: undo scale-up failed: .*the app controller is unreachable/);
+      const status = await handle.query(statusQuery);
+      expect(status.undo!.map((u) => `${u.name}:${u.state}`)).toEqual(['drop-scratch:done', 'scale-up:failed', 'allow-connections:done', 'swap-back:done']);
+      // Everything else was undone: the original data is back under its name.
+      expect(await contentFingerprint(stack.cluster.url('app'))).toEqual(live);
     } finally {
       await stop();
     }

@@ -83,6 +83,13 @@ describe('restoreDatabase, every way of reading the archive', () => {
       const source = await contentFingerprint(stack.cluster.url('app'));
       const result = await (await startRestore(stack.client, config, { database: 'app', backup: backup.backupId, targetDatabase: `copy_${repository}_${format}_${jobs}` })).result();
       expect(result.restore).toMatchObject({ method, jobs: format === 'plain' ? 1 : jobs });
+      if (method !== 'file') {
+        // The status query carries the bytes moved, reported by the restore activity.
+        const { statusQuery } = await import('../../workflows/runbook.js');
+        const status = await stack.client.workflow.getHandle('restore-app').query(statusQuery);
+        expect(status.progress).toMatchObject({ step: 'restore', phase: method === 'download' ? 'download' : 'restore' });
+        expect(status.progress!.bytes).toBeGreaterThan(0);
+      }
       expect(await contentFingerprint(stack.cluster.url(result.target))).toEqual(source);
       // No downloaded archive is left behind in the temp directory.
       const { readdirSync } = await import('node:fs');
