@@ -322,3 +322,18 @@ describe('scrubSecrets', () => {
     expect(scrubSecrets('PASSWORD: "x y", token=abc;')).toBe('PASSWORD: ***, token=***;');
   });
 });
+
+describe('the README\'s configuration reference', () => {
+  it('is a valid config, including every restore option and the kubernetes app', async () => {
+    const { readFileSync } = await import('node:fs');
+    const { parse } = await import('yaml');
+    const readme = readFileSync(join(import.meta.dirname, '..', 'README.md'), 'utf8');
+    const block = /## Configuration reference[\s\S]*?```yaml\n([\s\S]*?)```/.exec(readme)?.[1];
+    expect(block).toBeDefined();
+    const config = Config.parse(parse(block!));
+    expect(config.databases.app!.restore).toMatchObject({ strategy: 'swap', jobs: 2, keepPreRestoreDays: 14, smokeQueries: [{ expect: true }] });
+    expect(config.databases.app!.app).toMatchObject({ type: 'kubernetes', targets: [{ kind: 'Deployment', name: 'backend' }] });
+    expect(config.databases.billing!.restore.approval).toEqual({ required: true, timeoutMinutes: 60 });
+    expect(config.databases.billing!.app).toEqual({ type: 'none' });
+  });
+});
