@@ -13,12 +13,7 @@ export async function startBackup(client: Client, config: Config, raw: BackupInp
   const parsed = BackupInput.safeParse(raw);
   if (!parsed.success) throw new UsageError(`invalid backup request: ${describeIssues(parsed.error)}`, 'pgrunbook backup --database <id> [--label pre-upgrade]');
   const input = parsed.data;
-  if (!config.databases[input.database]) {
-    throw new UsageError(`unknown database "${input.database}"`, `databases in the config: ${Object.keys(config.databases).join(', ') || '(none)'}`);
-  }
-  if (input.repository && !config.repositories[input.repository]) {
-    throw new UsageError(`unknown repository "${input.repository}"`, `repositories in the config: ${Object.keys(config.repositories).join(', ')}`);
-  }
+  assertConfigured(config, input.database, input.repository);
   const workflowId = `backup-${input.database}-${compactTimestamp(new Date())}`;
   try {
     return await client.workflow.start('backupDatabase', {
@@ -36,6 +31,16 @@ export async function startBackup(client: Client, config: Config, raw: BackupInp
       throw new UsageError(`a backup of ${input.database} started this very second is already running (${workflowId})`, 'wait a second and try again, or follow it with `pgrunbook status`');
     }
     throw error;
+  }
+}
+
+/** Refuses, before anything starts, a database or repository the config does not know. */
+export function assertConfigured(config: Config, database: string, repository?: string): void {
+  if (!config.databases[database]) {
+    throw new UsageError(`unknown database "${database}"`, `databases in the config: ${Object.keys(config.databases).join(', ') || '(none)'}`);
+  }
+  if (repository && !config.repositories[repository]) {
+    throw new UsageError(`unknown repository "${repository}"`, `repositories in the config: ${Object.keys(config.repositories).join(', ')}`);
   }
 }
 

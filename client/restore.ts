@@ -6,6 +6,7 @@ import type { RestoreResult } from '../workflows/restore-database.js';
 import { RestoreInput } from '../workflows/restore-input.js';
 import { approveUpdate, rejectUpdate, resolveStepUpdate, type DecisionRecord, type StepAction } from '../workflows/restore-messages.js';
 import { DATABASE_ATTRIBUTE, OPERATION_ATTRIBUTE } from '../workflows/search-attributes.js';
+import { assertConfigured } from './backup.js';
 import { UsageError } from './output.js';
 
 /** One restore per database at a time: the workflow id says which database it restores. */
@@ -27,12 +28,7 @@ export async function startRestore(client: Client, config: Config, raw: RestoreI
   const parsed = RestoreInput.safeParse({ requestedBy: operatorIdentity(), ...raw });
   if (!parsed.success) throw new UsageError(`invalid restore request: ${describeIssues(parsed.error)}`, 'pgrunbook restore --database <id> [--backup <id>|latest] [--target-database NAME] [--strategy swap|in-place]');
   const input = parsed.data;
-  if (!config.databases[input.database]) {
-    throw new UsageError(`unknown database "${input.database}"`, `databases in the config: ${Object.keys(config.databases).join(', ') || '(none)'}`);
-  }
-  if (input.repository && !config.repositories[input.repository]) {
-    throw new UsageError(`unknown repository "${input.repository}"`, `repositories in the config: ${Object.keys(config.repositories).join(', ')}`);
-  }
+  assertConfigured(config, input.database, input.repository);
   const workflowId = restoreWorkflowId(input.database);
   try {
     return await client.workflow.start('restoreDatabase', {

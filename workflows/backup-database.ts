@@ -1,5 +1,4 @@
 import {
-  ActivityCancellationType,
   ApplicationFailure,
   CancellationScope,
   isCancellation,
@@ -11,6 +10,7 @@ import {
 import type { BackupActivities, BackupPlan, DumpResult, MetadataResult, ProbeResult } from '../activities/backup.js';
 import type { Verification } from '../repository/manifest.js';
 import { backupId as makeBackupId } from '../repository/layout.js';
+import { activityProfiles } from './activity-profiles.js';
 import { BackupInput, describeIssues } from './backup-input.js';
 import { messageOf, Runbook } from './runbook.js';
 import { DATABASE_ATTRIBUTE, LABEL_ATTRIBUTE, OPERATION_ATTRIBUTE } from './search-attributes.js';
@@ -61,21 +61,7 @@ export async function backupDatabase(rawInput: BackupInput): Promise<BackupResul
 
   const plan: BackupPlan = await runbook.step('plan', () => planBackup({ database: input.database, repository: input.repository }));
   runbook.status.details.repository = plan.repository;
-  const retry = {
-    maximumAttempts: plan.retry.maximumAttempts,
-    initialInterval: plan.retry.initialIntervalSeconds * 1000,
-    maximumInterval: plan.retry.maximumIntervalSeconds * 1000,
-    backoffCoefficient: 2,
-  };
-  const short = proxyActivities<BackupActivities>({ startToCloseTimeout: '5 minutes', retry });
-  // Long steps heartbeat: a worker that dies is noticed after heartbeatSeconds and the step runs
-  // again elsewhere. Cancellation waits for the activity to clean up its partial upload.
-  const long = proxyActivities<BackupActivities>({
-    startToCloseTimeout: plan.longStepSeconds * 1000,
-    heartbeatTimeout: plan.heartbeatSeconds * 1000,
-    cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-    retry,
-  });
+  const { short, long } = activityProfiles<BackupActivities>(plan);
 
   let probe: ProbeResult | undefined;
   let dump: DumpResult | undefined;

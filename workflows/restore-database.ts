@@ -1,5 +1,4 @@
 import {
-  ActivityCancellationType,
   ApplicationFailure,
   CancellationScope,
   condition,
@@ -15,6 +14,7 @@ import type { AppSnapshot } from '../app-controllers/types.js';
 import type { PreflightResult, RestoreActivities, RestorePlan, RestoreReport, RestoreStepResult } from '../activities/restore.js';
 import type { RestoredCheck } from '../postgres/verify-restored.js';
 import { restoreStamp } from '../postgres/database-names.js';
+import { activityProfiles } from './activity-profiles.js';
 import { describeIssues } from './backup-input.js';
 import { backupDatabase } from './backup-database.js';
 import { RestoreInput, type ParsedRestoreInput } from './restore-input.js';
@@ -186,16 +186,7 @@ export async function restoreDatabase(rawInput: RestoreInput): Promise<RestoreRe
     scratch: p.strategy === 'swap' ? p.scratch : null, app: p.app.description, approvalRequired: p.approval.required,
   });
 
-  const retry = { maximumAttempts: p.retry.maximumAttempts, initialInterval: p.retry.initialIntervalSeconds * 1000, maximumInterval: p.retry.maximumIntervalSeconds * 1000, backoffCoefficient: 2 };
-  const short = proxyActivities<RestoreActivities>({ startToCloseTimeout: '5 minutes', retry });
-  // Long steps heartbeat: a dead worker is noticed after heartbeatSeconds and the step runs again
-  // elsewhere, converging (the scratch database is re-created, not appended to).
-  const long = proxyActivities<RestoreActivities>({
-    startToCloseTimeout: p.longStepSeconds * 1000,
-    heartbeatTimeout: p.heartbeatSeconds * 1000,
-    cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-    retry,
-  });
+  const { short, long } = activityProfiles<RestoreActivities>(p);
 
   /**
    * Runs a step; if it still fails after its retries, waits for an operator (unless configured to

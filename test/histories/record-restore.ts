@@ -1,7 +1,6 @@
 // Records restoreDatabase histories for the replay tests from real runs on the real stack:
 //   npx tsx test/histories/record-restore.ts
 // Re-record only on purpose (a deliberate, patched() change); see record.ts.
-import { open } from 'node:fs/promises';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -12,7 +11,7 @@ import { decideApproval, resolveStep, startRestore } from '../../client/restore.
 import { loadSampleData } from '../../stack/sample-data.js';
 import type { BackupResult } from '../../workflows/backup-database.js';
 import { statusQuery } from '../../workflows/runbook.js';
-import { demoApp, failingAt } from '../support/restore.js';
+import { demoApp, failingAt, flipByte } from '../support/restore.js';
 import { startTestStack } from '../support/stack.js';
 
 Runtime.install({ logger: new DefaultLogger('WARN') });
@@ -84,12 +83,7 @@ try {
 
   // A corrupted artifact stops the restore at preflight.
   worker = await stack.startWorker(config);
-  const file = await open(join(stack.workDir, 'repo', backupId, 'db_full.dump'), 'r+');
-  const byte = Buffer.alloc(1);
-  await file.read(byte, 0, 1, 2048);
-  byte[0] = byte[0]! ^ 0x01;
-  await file.write(byte, 0, 1, 2048);
-  await file.close();
+  await flipByte(join(stack.workDir, 'repo', backupId, 'db_full.dump'), 2048);
   const corrupt = await startRestore(stack.client, config, { database: 'app', backup: backupId, requireApproval: false });
   await corrupt.result().catch(() => undefined);
   await save('restore-preflight-failed', corrupt);

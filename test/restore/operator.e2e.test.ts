@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { open, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { WorkflowFailedError } from '@temporalio/client';
@@ -10,7 +10,7 @@ import { projectRoot, temporalCli } from '../../stack/binaries.js';
 import type { BackupResult } from '../../workflows/backup-database.js';
 import { statusQuery, type RunbookStatus } from '../../workflows/runbook.js';
 import { contentFingerprint, type ContentFingerprint } from '../support/content.js';
-import { demoApp } from '../support/restore.js';
+import { demoApp, flipByte } from '../support/restore.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 
 const run = promisify(execFile);
@@ -173,12 +173,7 @@ describe('preflight', () => {
   it('catches a backup with one flipped byte before anything changes', async () => {
     const cfg = config();
     const corrupt = ((await (await startBackup(stack.client, cfg, { database: 'app', label: 'corrupt' })).result()) as BackupResult).backupId;
-    const file = await open(join(stack.workDir, 'repo', corrupt, 'db_full.dump'), 'r+');
-    const byte = Buffer.alloc(1);
-    await file.read(byte, 0, 1, 2048);
-    byte[0] = byte[0]! ^ 0x01;
-    await file.write(byte, 0, 1, 2048);
-    await file.close();
+    await flipByte(join(stack.workDir, 'repo', corrupt, 'db_full.dump'), 2048);
     const before = await contentFingerprint(stack.cluster.url('app'));
     const pid = app.pid();
     try {

@@ -59,3 +59,17 @@ export function failingAt(name: keyof Activities, when: 'before' | 'after' = 'be
     };
   };
 }
+
+/** Flips one bit of a stored file in place: the smallest corruption a checksum must catch. */
+export async function flipByte(path: string, offset: number): Promise<void> {
+  const { open } = await import('node:fs/promises');
+  const file = await open(path, 'r+');
+  try {
+    const byte = Buffer.alloc(1);
+    await file.read(byte, 0, 1, offset);
+    byte[0] = byte[0]! ^ 0x01;
+    await file.write(byte, 0, 1, offset);
+  } finally {
+    await file.close();
+  }
+}

@@ -1,0 +1,32 @@
+import { ActivityCancellationType, proxyActivities, type ActivityInterfaceFor, type ActivityOptions } from '@temporalio/workflow';
+
+// The two timeout profiles every runbook uses, from the settings its plan activity read out of the
+// worker's config (so operators tune them in pgrunbook.yaml, not in code).
+
+export interface StepSettings {
+  heartbeatSeconds: number;
+  longStepSeconds: number;
+  retry: { maximumAttempts: number; initialIntervalSeconds: number; maximumIntervalSeconds: number };
+}
+
+export function activityProfiles<A extends object>(settings: StepSettings): { short: ActivityInterfaceFor<A>; long: ActivityInterfaceFor<A> } {
+  const retry: ActivityOptions['retry'] = {
+    maximumAttempts: settings.retry.maximumAttempts,
+    initialInterval: settings.retry.initialIntervalSeconds * 1000,
+    maximumInterval: settings.retry.maximumIntervalSeconds * 1000,
+    backoffCoefficient: 2,
+  };
+  return {
+    // Quick steps: SQL statements, API calls, small files.
+    short: proxyActivities<A>({ startToCloseTimeout: '5 minutes', retry }),
+    // Long steps heartbeat: a worker that dies is noticed after heartbeatSeconds and the step runs
+    // again elsewhere, converging. Cancellation waits for the activity to clean up (partial
+    // uploads, killed tools).
+    long: proxyActivities<A>({
+      startToCloseTimeout: settings.longStepSeconds * 1000,
+      heartbeatTimeout: settings.heartbeatSeconds * 1000,
+      cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+      retry,
+    }),
+  };
+}
