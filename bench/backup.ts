@@ -15,7 +15,7 @@
  * Targets: total time ratio <= 1.05; worker peak RSS <= 200 MB and flat as the database grows.
  * Prints tables and, last, one `BENCH_RESULT {...}` JSON line. Linux only (/proc).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -24,323 +24,26 @@ import { hrtime } from 'node:process';
 import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
 import type { Client } from '@temporalio/client';
-import pg from 'pg';
 import { stringify } from 'yaml';
 import { startBackup } from '../client/backup.js';
 import { describeError, table } from '../client/output.js';
 import { Config } from '../config/schema.js';
 import { ChecksumStream } from '../repository/checksum-stream.js';
-import { projectRoot } from '../stack/binaries.js';
 import { startPostgresCluster, type PostgresCluster } from '../stack/postgres-cluster.js';
 import { startS3Server, type S3Server } from '../stack/seaweedfs.js';
 import { startTemporalDevServer } from '../stack/temporal-dev-server.js';
 import { statusQuery } from '../workflows/runbook.js';
-import { cpuOf, descendantsOf, machineCpu, peakRssOf, resetPeakRss, rssOf, sampleRss, treeCpuOf } from './proc.js';
+import { GB, log, MB, mb, mean, round, secondsSince } from './common.js';
+import { CpuAccounting, describeCpu, type CpuUse } from './cpu.js';
+import { DataGenerator } from './generator.js';
+import { peakRssOf, resetPeakRss, rssOf, sampleRss } from './proc.js';
+import { startWorkerProcess, type WorkerProcess } from './worker-process.js';
 
-const MB = 1024 * 1024;
-const GB = 1024 * MB;
 const TASK_QUEUE = 'bench';
 const TARGET_TIME_RATIO = 1.05;
 const TARGET_RSS_MB = 200;
-/** Generated rows per INSERT ... SELECT generate_series. */
-const BATCH_ROWS = 100_000;
 /** The small size point, as a fraction of --size-gb. */
 const SMALL_FRACTION = 0.25;
-
-// ---------------------------------------------------------------------------------------------
-// Small utilities
-
-const t0 = Date.now();
-function log(line: string): void {
-  const elapsed = ((Date.now() - t0) / 1000).toFixed(0).padStart(4);
-  process.stdout.write(`[${elapsed}s] ${line}\n`);
-}
-
-function secondsSince(start: bigint): number {
-  return Number(hrtime.bigint() - start) / 1e9;
-}
-
-const mb = (bytes: number): number => Math.round((bytes / MB) * 10) / 10;
-const round = (n: number, digits = 2): number => Math.round(n * 10 ** digits) / 10 ** digits;
-const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
-
-// ---------------------------------------------------------------------------------------------
-// Data generation
-
-const SCHEMA_SQL = `
-CREATE EXTENSION IF NOT EXISTS pgcrypto;
-CREATE TABLE public.accounts (
-  id bigint PRIMARY KEY,
-  name varchar(120) NOT NULL,
-  email varchar(200) NOT NULL,
-  country char(2) NOT NULL,
-  plan varchar(20) NOT NULL,
-  created_at timestamptz NOT NULL,
-  notes text
-);
-CREATE TABLE public.events (
-  id bigint PRIMARY KEY,
-  account_id bigint NOT NULL,
-  occurred_at timestamptz NOT NULL,
-  kind varchar(40) NOT NULL,
-  source varchar(80) NOT NULL,
-  subject varchar(250) NOT NULL,
-  payload jsonb NOT NULL,
-  body text NOT NULL
-);
-`;
-
-// Session-local helper: a random word from a fixed vocabulary.
-const WORD_FN = `
-CREATE FUNCTION pg_temp.w() RETURNS text LANGUAGE sql VOLATILE AS $$
-  SELECT (ARRAY['alpha','bravo','charlie','delta','echo','foxtrot','golf','hotel','india','juliet',
-                'kilo','lima','mike','november','oscar','papa','quebec','romeo','sierra','tango',
-                'uniform','victor','whiskey','xray','yankee','zulu','invoice','payment','refund',
-                'signup','login','logout','upload','download','export','import','archive','restore',
-                'billing','shipping','warehouse','checkout','session','profile','settings','report'])[1 + floor(random() * 46)::int]
-$$;`;
-
-// ~0.8 kB per row; the base64 body of random bytes keeps gzip from shrinking the dump much.
-const INSERT_EVENTS = `
-INSERT INTO public.events (id, account_id, occurred_at, kind, source, subject, payload, body)
-SELECT g,
-       1 + floor(random() * 100000)::bigint,
-       timestamptz '2023-01-01 00:00:00+00' + random() * interval '730 days',
-       pg_temp.w() || '.' || pg_temp.w(),
-       pg_temp.w() || '-' || pg_temp.w() || '-' || floor(random() * 1000)::int,
-       pg_temp.w() || ' ' || pg_temp.w() || ' ' || pg_temp.w() || ' ' || pg_temp.w() || ' ' || md5(random()::text),
-       jsonb_build_object(
-         'amount', round((random() * 10000)::numeric, 2),
-         'quantity', floor(random() * 100)::int,
-         'score', random(),
-         'ref', md5(random()::text),
-         'tags', jsonb_build_array(pg_temp.w(), pg_temp.w()),
-         'flags', jsonb_build_array(random() < 0.5, floor(random() * 1000)::int)),
-       encode(gen_random_bytes(384), 'base64')
-  FROM generate_series($1::bigint, $2::bigint) AS g`;
-
-const INSERT_ACCOUNTS = `
-INSERT INTO public.accounts (id, name, email, country, plan, created_at, notes)
-SELECT g,
-       initcap(pg_temp.w()) || ' ' || initcap(pg_temp.w()) || ' ' || floor(random() * 10000)::int,
-       pg_temp.w() || '.' || substr(md5(random()::text), 1, 10) || '@' || pg_temp.w() || '.example',
-       (ARRAY['DE','FR','US','JP','BR','IN','GB','NL','SE','ES'])[1 + floor(random() * 10)::int],
-       (ARRAY['free','team','business','enterprise'])[1 + floor(random() * 4)::int],
-       timestamptz '2020-01-01 00:00:00+00' + random() * interval '1500 days',
-       encode(gen_random_bytes(192), 'base64')
-  FROM generate_series($1::bigint, $2::bigint) AS g`;
-
-class DataGenerator {
-  private events = 0;
-  private accounts = 0;
-
-  private constructor(
-    private readonly client: pg.Client,
-    /** pg_database_size of the empty schema. */
-    private readonly baseSize: number,
-  ) {}
-
-  static async create(url: string): Promise<DataGenerator> {
-    const client = new pg.Client({ connectionString: url });
-    await client.connect();
-    await client.query(SCHEMA_SQL);
-    await client.query(WORD_FN);
-    const { rows } = await client.query<{ size: string }>('SELECT pg_database_size(current_database()) AS size');
-    return new DataGenerator(client, Number(rows[0]!.size));
-  }
-
-  async databaseSize(): Promise<number> {
-    const { rows } = await this.client.query<{ size: string }>('SELECT pg_database_size(current_database()) AS size');
-    return Number(rows[0]!.size);
-  }
-
-  /** Inserts batches until pg_database_size reaches `target` bytes, then VACUUM ANALYZE + CHECKPOINT. */
-  async growTo(target: number): Promise<number> {
-    let size = await this.databaseSize();
-    const started = hrtime.bigint();
-    while (size < target) {
-      // Database bytes per event row (accounts included), from what is there so far.
-      const perRow = this.events > 0 ? (size - this.baseSize) / this.events : 1000;
-      const rows = Math.min(BATCH_ROWS, Math.max(1000, Math.ceil(((target - size) / perRow) * 1.01)));
-      const from = this.events + 1;
-      const to = this.events + rows;
-      await this.client.query(INSERT_EVENTS, [from, to]);
-      this.events = to;
-      // The second, smaller table grows along: one account per 20 events.
-      const accountsTo = Math.floor(this.events / 20);
-      if (accountsTo > this.accounts) {
-        await this.client.query(INSERT_ACCOUNTS, [this.accounts + 1, accountsTo]);
-        this.accounts = accountsTo;
-      }
-      size = await this.databaseSize();
-      const rate = size / MB / Math.max(secondsSince(started), 0.001);
-      log(`  generated ${this.events.toLocaleString('en')} events, ${this.accounts.toLocaleString('en')} accounts: ${mb(size)} MB of ${mb(target)} MB (${rate.toFixed(0)} MB/s)`);
-    }
-    log('  VACUUM ANALYZE + CHECKPOINT ...');
-    await this.client.query('VACUUM ANALYZE');
-    await this.client.query('CHECKPOINT');
-    size = await this.databaseSize();
-    return size;
-  }
-
-  get rows(): { events: number; accounts: number } {
-    return { events: this.events, accounts: this.accounts };
-  }
-
-  /** Exact count(*) of both tables, timed: what pgrunbook's row counting costs on its own. */
-  async timeRowCounts(): Promise<number> {
-    const start = hrtime.bigint();
-    await this.client.query('SELECT count(*) FROM ONLY public.accounts');
-    await this.client.query('SELECT count(*) FROM ONLY public.events');
-    return secondsSince(start);
-  }
-
-  async close(): Promise<void> {
-    await this.client.end();
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The worker process
-
-interface WorkerProcess {
-  pid: number;
-  child: ChildProcess;
-  logPath: string;
-  stop(): Promise<void>;
-}
-
-async function startWorkerProcess(configPath: string, env: NodeJS.ProcessEnv, logPath: string, nodeArgs: string[] = []): Promise<WorkerProcess> {
-  const main = join(projectRoot, 'dist', 'client', 'main.js');
-  const child = spawn(process.execPath, [...nodeArgs, main, 'worker', '--config', configPath], { cwd: projectRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  const logFile = createWriteStream(logPath);
-  child.stdout!.pipe(logFile, { end: false });
-  child.stderr!.pipe(logFile, { end: false });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const killOnExit = (): void => void child.kill('SIGKILL');
-  process.once('exit', killOnExit);
-
-  let output = '';
-  const ready = new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`the worker did not report ready within 120 s; see ${logPath}`)), 120_000);
-    const onData = (chunk: Buffer): void => {
-      output += chunk.toString('utf8');
-      if (output.includes(`worker for task queue "${TASK_QUEUE}"`)) {
-        clearTimeout(timer);
-        child.stdout!.off('data', onData);
-        resolve();
-      }
-    };
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', (chunk: Buffer) => {
-      output += chunk.toString('utf8');
-    });
-    child.once('exit', (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`the worker exited during startup (${code ?? signal}):\n${output.slice(-2000)}`));
-    });
-  });
-  if (child.pid === undefined) throw new Error('could not spawn the worker');
-  await ready;
-  let stopping: Promise<void> | undefined;
-  return {
-    pid: child.pid,
-    child,
-    logPath,
-    stop: () =>
-      (stopping ??= (async () => {
-        if (child.exitCode === null && child.signalCode === null) {
-          child.kill('SIGTERM');
-          const timeout = setTimeout(() => child.kill('SIGKILL'), 15_000);
-          await exited;
-          clearTimeout(timeout);
-        }
-        process.off('exit', killOnExit);
-        logFile.end();
-      })()),
-  };
-}
-
-// ---------------------------------------------------------------------------------------------
-// CPU accounting: on a small host the backup competes for cores with PostgreSQL, SeaweedFS and
-// Temporal; these figures show who used the CPU during each run.
-
-/** CPU seconds used during one run, by component. */
-interface CpuUse {
-  /** All CPUs of the machine, busy seconds, and busy / (wall x CPUs). */
-  machineBusy: number;
-  utilization: number;
-  /** postmaster and all backends (pg_dump's COPY, row counts). */
-  postgres: number;
-  /** pg_dump (raw, or spawned by the worker) and pg_restore -l. */
-  tools: number;
-  /** The node worker process itself (streams, sha256, S3 SDK, Temporal). */
-  worker: number;
-  weed: number;
-  temporal: number;
-  /** This benchmark process (RSS sampler). */
-  bench: number;
-  /** Busy time not accounted to any of the above: other processes on the machine (noise). */
-  other: number;
-}
-
-type CpuReading = { machine: number; postgres: number; workerSelf: number; workerTree: number; weed: number; temporal: number; benchSelf: number; benchChildren: number };
-
-class CpuAccounting {
-  private constructor(
-    private readonly pids: { postmaster: number; weed?: number; temporal?: number },
-    private worker?: number,
-  ) {}
-
-  static find(cluster: PostgresCluster): CpuAccounting {
-    const postmaster = Number(readFileSync(join(cluster.baseDir, 'data', 'postmaster.pid'), 'utf8').split('\n')[0]);
-    const byName = (name: string): number | undefined =>
-      descendantsOf(process.pid).find((pid) => {
-        try {
-          return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === name;
-        } catch {
-          return false;
-        }
-      });
-    return new CpuAccounting({ postmaster, weed: byName('weed'), temporal: byName('temporal') });
-  }
-
-  setWorker(pid: number): void {
-    this.worker = pid;
-  }
-
-  read(): CpuReading {
-    const tree = (pid: number | undefined): number => (pid === undefined ? 0 : treeCpuOf(pid));
-    const bench = cpuOf('self');
-    return {
-      machine: machineCpu().busy,
-      postgres: tree(this.pids.postmaster),
-      workerSelf: this.worker === undefined ? 0 : cpuOf(this.worker).self,
-      workerTree: tree(this.worker),
-      weed: tree(this.pids.weed),
-      temporal: tree(this.pids.temporal),
-      benchSelf: bench.self,
-      benchChildren: bench.children,
-    };
-  }
-
-  static since(before: CpuReading, after: CpuReading, wallSeconds: number): CpuUse {
-    const d = (k: keyof CpuReading): number => after[k] - before[k];
-    const known = d('postgres') + d('benchChildren') + d('workerTree') + d('weed') + d('temporal') + d('benchSelf');
-    return {
-      other: round(Math.max(0, d('machine') - known), 1),
-      machineBusy: round(d('machine'), 1),
-      utilization: round(d('machine') / (wallSeconds * cpus().length), 2),
-      postgres: round(d('postgres'), 1),
-      // Raw pg_dump is this process's child; the worker's pg_dump/pg_restore are the worker's.
-      tools: round(d('benchChildren') + d('workerTree') - d('workerSelf'), 1),
-      worker: round(d('workerSelf'), 1),
-      weed: round(d('weed'), 1),
-      temporal: round(d('temporal'), 1),
-      bench: round(d('benchSelf'), 1),
-    };
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Measurements
@@ -512,9 +215,6 @@ interface SizePoint {
   workerPeakRssMB: number;
   treePeakRssMB: number;
 }
-
-const describeCpu = (c: CpuUse): string =>
-  `cpu ${c.machineBusy} s (${Math.round(c.utilization * 100)}% of all CPUs): postgres ${c.postgres}, pg tools ${c.tools}, worker ${c.worker}, weed ${c.weed}, temporal ${c.temporal}, other processes ${c.other}`;
 
 /** Mean of repeated runs (timings, CPU); peaks are the maximum. */
 function meanRun(runs: PgrunbookRun[]): PgrunbookRun {
@@ -812,7 +512,7 @@ async function main(): Promise<number> {
     workerLog = join(workDir, 'worker.log');
     const profileDir = values['profile-worker'] ? resolve(values['profile-worker']) : undefined;
     if (profileDir) mkdirSync(profileDir, { recursive: true });
-    const worker = await startWorkerProcess(configPath, workerEnv, workerLog, profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []);
+    const worker = await startWorkerProcess(configPath, workerEnv, workerLog, TASK_QUEUE, profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []);
     if (profileDir) cleanups.push({ name: 'profile note', run: async () => log(`worker CPU profile (written when the worker exits): ${profileDir}`) });
     cleanups.push({ name: 'worker', run: () => worker.stop() });
     const startupPeak = peakRssOf(worker.pid) ?? 0;

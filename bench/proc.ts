@@ -14,6 +14,15 @@ function statusField(pid: number, field: 'VmRSS' | 'VmHWM'): number | undefined 
 }
 
 export const rssOf = (pid: number): number | undefined => statusField(pid, 'VmRSS');
+
+/** The command line of a process, arguments joined by spaces; '' when gone. */
+export function cmdlineOf(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ').trim();
+  } catch {
+    return '';
+  }
+}
 export const peakRssOf = (pid: number): number | undefined => statusField(pid, 'VmHWM');
 
 /**
@@ -50,11 +59,12 @@ function childrenOf(pid: number): number[] {
   return out;
 }
 
-export function descendantsOf(pid: number): number[] {
+export function descendantsOf(pid: number, exclude?: (pid: number) => boolean): number[] {
   const out: number[] = [];
   const queue = [pid];
   while (queue.length > 0) {
     for (const child of childrenOf(queue.shift()!)) {
+      if (exclude?.(child)) continue;
       out.push(child);
       queue.push(child);
     }
@@ -72,14 +82,17 @@ export interface RssSample {
   samples: number;
 }
 
-/** Samples VmRSS of a process (and, summed, of its descendants) every `intervalMs` until stopped. */
-export function sampleRss(pid: number, intervalMs = 200): { stop(): RssSample } {
+/**
+ * Samples VmRSS of a process (and, summed, of its descendants) every `intervalMs` until stopped.
+ * Descendants for which `exclude` returns true are left out (with their own descendants).
+ */
+export function sampleRss(pid: number, intervalMs = 200, exclude?: (pid: number) => boolean): { stop(): RssSample } {
   const result: RssSample = { self: 0, tree: 0, child: 0, samples: 0 };
   const sample = (): void => {
     const self = rssOf(pid);
     if (self === undefined) return;
     let tree = self;
-    for (const child of descendantsOf(pid)) {
+    for (const child of descendantsOf(pid, exclude)) {
       const rss = rssOf(child) ?? 0;
       tree += rss;
       result.child = Math.max(result.child, rss);

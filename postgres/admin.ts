@@ -102,16 +102,16 @@ export async function connectionCount(client: pg.ClientBase, name: string): Prom
 export async function drainConnections(client: pg.ClientBase, name: string, options: { timeoutMs: number; signal?: AbortSignal }): Promise<number> {
   const deadline = Date.now() + options.timeoutMs;
   let terminated = 0;
-  for (;;) {
+  // This runs while the application is down: poll tightly, and not at all when nobody is there.
+  let remaining = await connectionCount(client, name);
+  while (remaining > 0) {
     options.signal?.throwIfAborted();
+    if (Date.now() > deadline) throw new DrainTimeoutError(name, remaining, options.timeoutMs);
     terminated += await terminateConnections(client, name);
-    await sleep(200);
-    const remaining = await connectionCount(client, name);
-    if (remaining === 0) return terminated;
-    if (Date.now() > deadline) {
-      throw new DrainTimeoutError(name, remaining, options.timeoutMs);
-    }
+    await sleep(25);
+    remaining = await connectionCount(client, name);
   }
+  return terminated;
 }
 
 export class DrainTimeoutError extends Error {

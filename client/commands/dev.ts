@@ -2,6 +2,11 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { stringify } from 'yaml';
+import { startRestore } from '../restore.js';
+import { describeRestoreResult } from './restore.js';
+import { dropDatabase, withMaintenanceClient } from '../../postgres/admin.js';
+import { resolveConnection } from '../../postgres/connection.js';
+import type { RestoreResult } from '../../workflows/restore-database.js';
 import { Config } from '../../config/schema.js';
 import { registerSecret } from '../../process/secrets.js';
 import { newestClientTools } from '../../postgres/tools.js';
@@ -30,7 +35,8 @@ async function portOr(preferred: number): Promise<number> {
 /**
  * The embedded default: a Temporal dev server (UI on :8233), a worker, a local repository
  * ./backups, and either $DATABASE_URL or a throwaway PostgreSQL cluster with sample data.
- * With --demo it runs one backup end to end, verifies it, prints the result and exits.
+ * With --demo it runs one backup end to end, verifies it, restores it under another name (seed
+ * 000's test restore), checks it against the manifest, drops the copy, prints the result and exits.
  */
 export async function devCommand(out: Output, flags: { demo?: boolean }): Promise<number> {
   const stateDir = resolve('.pgrunbook');
@@ -85,6 +91,7 @@ export async function devCommand(out: Output, flags: { demo?: boolean }): Promis
       out.info(`  export PGRUNBOOK_CONFIG=${configFile}`);
       out.info(`  pgrunbook backup --database ${databaseId} --wait`);
       out.info(`  pgrunbook backups list --database ${databaseId}`);
+      out.info(`  pgrunbook restore --database ${databaseId} --target-database ${databaseId}_copy --wait`);
       out.info(`  temporal workflow start --address 127.0.0.1:${port} --type backupDatabase --task-queue pgrunbook --input '{"database":"${databaseId}"}'`);
       out.info('Ctrl-C stops everything.');
       await new Promise<void>((done) => {
@@ -106,8 +113,22 @@ export async function devCommand(out: Output, flags: { demo?: boolean }): Promis
     out.info(`independent re-verification (pgrunbook backups verify): ${check.ok ? 'OK' : `FAILED: ${check.problems.join('; ')}`}`);
     out.info(`artifacts: ${join(repository.location, result.backupId)}`);
     const { manifest: _manifest, ...reverification } = check;
-    out.result({ ok: check.ok, workflowId: handle.workflowId, ...result, reverification }, () => (check.ok ? 'demo: backup verified' : 'demo: verification FAILED'));
-    return check.ok ? EXIT.ok : EXIT.failed;
+
+    // Seed 000's non-destructive test restore: into another name, verify, then drop when done.
+    const live = resolveConnection(databaseId, config.databases[databaseId]!);
+    const target = `${live.database}_restore_test`;
+    const restoreHandle = await startRestore(client, config, { database: databaseId, backup: result.backupId, targetDatabase: target });
+    out.info(`restore workflow ${restoreHandle.workflowId} started (into ${target})`);
+    const restored = await follow<RestoreResult>(restoreHandle, (p) => out.progress(describeProgress(p)));
+    out.info(describeRestoreResult(restored));
+    await withMaintenanceClient(live, config.databases[databaseId]!.restore.maintenanceDatabase, (c) => dropDatabase(c, target));
+    out.info(`dropped ${target}`);
+
+    const ok = check.ok && restored.verification.ok;
+    out.result({ ok, workflowId: handle.workflowId, ...result, reverification, restore: { workflowId: restoreHandle.workflowId, ...restored } }, () =>
+      ok ? 'demo: backup verified, restored under another name and checked' : 'demo: verification FAILED',
+    );
+    return ok ? EXIT.ok : EXIT.failed;
   } finally {
     await cleanup();
   }
