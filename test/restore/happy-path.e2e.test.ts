@@ -55,6 +55,8 @@ describe('restoreDatabase, happy path', () => {
       } else {
         expect(result.safetyBackupId).toMatch(/^app\/\d{8}T\d{6}Z_pre-restore$/);
       }
+      // No secret in the workflow's history (inputs, results, progress signals, errors).
+      expect(JSON.stringify(await handle.fetchHistory())).not.toContain(stack.cluster.password);
       const report = JSON.parse((await readAll(new RepositoryRegistry(config, stack.workerEnv).get('local'), result.reportKey!)).toString('utf8'));
       expect(report).toMatchObject({ outcome: 'completed', backupId: backup.backupId, strategy });
       expect(report.steps.map((s: { step: string }) => s.step)).toEqual(
