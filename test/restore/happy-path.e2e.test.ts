@@ -103,3 +103,45 @@ describe('restoreDatabase, every way of reading the archive', () => {
     }
   });
 });
+
+describe('restoreDatabase behind pgbouncer (the pgbouncer app controller)', () => {
+  it('swap: a client connected through pgbouncer keeps its connection, waits out the swap, then reads the restored data', async () => {
+    const { startPgbouncer } = await import('../../stack/pgbouncer.js');
+    const pg = (await import('pg')).default;
+    const bouncer = await startPgbouncer({ upstreamPort: stack.cluster.port, databases: ['app'], users: { postgres: stack.cluster.password }, poolMode: 'transaction' });
+    stack.workerEnv.TEST_PGBOUNCER_PASSWORD = bouncer.adminPassword;
+    const config = stack.config({
+      app: {
+        url: stack.databaseUrl('app'),
+        repository: 'local',
+        restore: { approval: { required: false } },
+        app: { type: 'pgbouncer', port: bouncer.port, passwordEnv: 'TEST_PGBOUNCER_PASSWORD', database: 'app' },
+      },
+    });
+    const { stop } = await stack.startWorker(config);
+    const client = new pg.Client({ connectionString: bouncer.url('app') });
+    try {
+      const backup = (await (await startBackup(stack.client, config, { database: 'app' })).result()) as BackupResult;
+      const expected = await stack.cluster.sql('SELECT count(*) FROM public.processed_updates', 'app');
+      await client.connect();
+      await stack.cluster.sql('DELETE FROM public.processed_updates WHERE id % 2 = 0', 'app');
+      const before = (await client.query<{ n: string }>('SELECT count(*) AS n FROM public.processed_updates')).rows[0]!.n;
+      expect(before).not.toBe(expected);
+
+      const result = await (await startRestore(stack.client, config, { database: 'app', backup: backup.backupId })).result();
+      expect(result.preRestoreDatabase).toMatch(/^app__pre_restore_/);
+      // Same client connection, now served by the restored database.
+      expect((await client.query<{ n: string }>('SELECT count(*) AS n FROM public.processed_updates')).rows[0]!.n).toBe(expected);
+      // The pool is running again: not paused, not disabled.
+      const adminClient = new pg.Client({ connectionString: bouncer.adminUrl() });
+      await adminClient.connect();
+      const { rows } = await adminClient.query('SHOW DATABASES');
+      await adminClient.end();
+      expect(rows.find((r: { name: string }) => r.name === 'app')).toMatchObject({ paused: 0, disabled: 0 });
+    } finally {
+      await client.end().catch(() => undefined);
+      await stop();
+      await bouncer.stop();
+    }
+  });
+});

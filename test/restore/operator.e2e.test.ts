@@ -203,3 +203,28 @@ describe('restore under another name (seed 000\'s non-destructive test restore)'
     await stack.cluster.sql('DROP DATABASE app_restore_test');
   });
 });
+
+describe('old databases kept by swap', () => {
+  it('are dropped by a later restore only past keepPreRestoreDays, named in its status, and by `pre-restore prune` on request', async () => {
+    await stack.cluster.sql('CREATE DATABASE app__pre_restore_20200101000000');
+    const keeping = { ...databases(), app: { ...databases().app, restore: { ...databases().app.restore, keepPreRestoreDays: 30 } } };
+    const cfg = stack.config(keeping);
+    // The worker's config decides: run one with keepPreRestoreDays.
+    await stopWorker();
+    ({ stop: stopWorker } = await stack.startWorker(cfg));
+    const handle = await startRestore(stack.client, cfg, { database: 'app', backup: backupId, requireApproval: false });
+    const result = await handle.result();
+    const status = await handle.query(statusQuery);
+    expect(status.details.pruned).toBe('app__pre_restore_20200101000000');
+    const left = await stack.cluster.sql("SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database WHERE datname LIKE 'app\\_\\_pre\\_restore\\_%'");
+    // Younger ones (this restore's, and earlier tests') are kept.
+    const kept = left.split(',').filter(Boolean);
+    expect(kept).toContain(result.preRestoreDatabase);
+    expect(kept).not.toContain('app__pre_restore_20200101000000');
+
+    const pruned = await cli('pre-restore', 'prune', '--database', 'app', '--older-than-days', '0', '--json');
+    expect(pruned.code).toBe(0);
+    expect(JSON.parse(pruned.stdout).dropped).toEqual(kept);
+    expect(await stack.cluster.sql("SELECT count(*) FROM pg_database WHERE datname LIKE 'app\\_\\_pre\\_restore\\_%'")).toBe('0');
+  });
+});
