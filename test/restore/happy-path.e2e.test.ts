@@ -145,3 +145,40 @@ describe('restoreDatabase behind pgbouncer (the pgbouncer app controller)', () =
     }
   });
 });
+
+describe('restoreDatabase with the kubernetes app controller (real client library, in-repo scale API double)', () => {
+  it('in-place: scales the Deployment and StatefulSet to 0 and back to their replicas, and restores the data', async () => {
+    const { startKubernetesApi } = await import('../../stack/kubernetes-api.js');
+    const api = await startKubernetesApi({
+      workloads: [
+        { kind: 'Deployment', name: 'backend', replicas: 3 },
+        { kind: 'StatefulSet', namespace: 'jobs', name: 'worker', replicas: 2 },
+      ],
+    });
+    const config = stack.config({
+      app: {
+        url: stack.databaseUrl('app'),
+        repository: 'local',
+        restore: { strategy: 'in-place', approval: { required: false } },
+        app: { type: 'kubernetes', kubeconfig: api.kubeconfigPath, targets: [{ kind: 'Deployment', name: 'backend' }, { kind: 'StatefulSet', namespace: 'jobs', name: 'worker' }] },
+      },
+    });
+    const { stop } = await stack.startWorker(config);
+    try {
+      const backup = (await (await startBackup(stack.client, config, { database: 'app' })).result()) as BackupResult;
+      const source = await contentFingerprint(stack.cluster.url('app'));
+      await stack.cluster.sql('DELETE FROM public.processed_updates WHERE id % 2 = 1', 'app');
+      const result = await (await startRestore(stack.client, config, { database: 'app', backup: backup.backupId })).result();
+      expect(await contentFingerprint(stack.cluster.url('app'))).toEqual(source);
+      expect(result.safetyBackupId).toMatch(/_pre-restore$/);
+      // Scaled to 0 (pods gone) and back, through the scale subresource.
+      const scaleWrites = api.requests.filter((r) => r.method !== 'GET' && r.path.endsWith('/scale')).map((r) => r.path.split('/').slice(-3).join('/'));
+      expect(scaleWrites).toEqual(['deployments/backend/scale', 'statefulsets/worker/scale', 'deployments/backend/scale', 'statefulsets/worker/scale']);
+      expect(api.replicas('Deployment', 'default', 'backend')).toEqual({ spec: 3, pods: 3, ready: 3 });
+      expect(api.replicas('StatefulSet', 'jobs', 'worker')).toEqual({ spec: 2, pods: 2, ready: 2 });
+    } finally {
+      await stop();
+      await api.stop();
+    }
+  });
+});
