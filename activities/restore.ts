@@ -169,49 +169,54 @@ export function createRestoreActivities(deps: ActivityDeps) {
     const db = databaseConfig(plan.database);
     const params = connection(plan.database);
     const repo = repository(plan.repository);
-    const server = await maintenance(plan.database, async (client) => {
-      const { rows } = await client.query<{ n: string }>("SELECT current_setting('server_version_num') AS n");
-      return Math.floor(Number(rows[0]!.n) / 10_000);
-    });
-    const tools = await clientToolsFor(server, db.pgBinDir);
     const started = Date.now();
     const signal = Context.current().cancellationSignal;
-    const report = progressReporter(input.step, plan.format === 'custom' && plan.jobs > 1 ? plan.dump.databaseSizeBytes : plan.dump.size);
+    const watchSize = plan.format === 'custom' && plan.jobs > 1;
+    const report = progressReporter(input.step, watchSize ? plan.dump.databaseSizeBytes : plan.dump.size);
     try {
-      const outcome = await withHeartbeat(async (beat) => {
-        const onBytes = byteProgress(beat, started);
-        // pg_restore -j on a file says nothing while it works: the growing database is the progress.
-        const sizeWatch = setInterval(() => {
-          void maintenance(plan.database, async (client) => (await databaseInfo(client, input.into))?.sizeBytes ?? 0)
-            .then((bytes) => {
-              onBytes(bytes);
-              report('restore', bytes);
-            })
-            .catch(() => undefined);
-        }, 3_000);
-        try {
-          return await restoreArchive({
-            params, database: input.into, tools, repository: repo,
-            key: artifactKey(plan.backupId, plan.dumpFile),
-            format: plan.format,
-            expected: { size: plan.dump.size, sha256: plan.dump.sha256 },
-            jobs: plan.jobs,
-            noOwner: plan.noOwner,
-            noPrivileges: plan.noPrivileges,
-            ...(plan.role ? { role: plan.role } : {}),
-            tempDir: db.restore.tempDir ?? tmpdir(),
-            signal,
-            onBytes: (phase, bytes) => {
-              onBytes(bytes);
-              report(phase, bytes);
-            },
-          });
-        } finally {
-          clearInterval(sizeWatch);
-        }
+      // One maintenance session for the whole step: the server version, the size watch, the final size.
+      // (withMaintenanceClient, not maintenance(): tool errors must reach the classification below unwrapped.)
+      return await withMaintenanceClient(params, db.restore.maintenanceDatabase, async (client) => {
+        const { rows } = await client.query<{ n: string }>("SELECT current_setting('server_version_num') AS n");
+        const tools = await clientToolsFor(Math.floor(Number(rows[0]!.n) / 10_000), db.pgBinDir);
+        const sizeOf = async (): Promise<number> => (await databaseInfo(client, input.into))?.sizeBytes ?? 0;
+        const outcome = await withHeartbeat(async (beat) => {
+          const onBytes = byteProgress(beat, started);
+          let phase: RestorePhase = 'restore';
+          // pg_restore -j on a file says nothing while it works: the growing database is the progress.
+          const sizeWatch = watchSize
+            ? setInterval(() => {
+                if (phase !== 'restore') return;
+                sizeOf().then((bytes) => {
+                  onBytes(bytes);
+                  report('restore', bytes);
+                }, () => undefined);
+              }, 3_000)
+            : undefined;
+          try {
+            return await restoreArchive({
+              params, database: input.into, tools, repository: repo,
+              key: artifactKey(plan.backupId, plan.dumpFile),
+              format: plan.format,
+              expected: { size: plan.dump.size, sha256: plan.dump.sha256 },
+              jobs: plan.jobs,
+              noOwner: plan.noOwner,
+              noPrivileges: plan.noPrivileges,
+              ...(plan.role ? { role: plan.role } : {}),
+              tempDir: db.restore.tempDir ?? tmpdir(),
+              signal,
+              onBytes: (current, bytes) => {
+                phase = current;
+                onBytes(bytes);
+                report(current, bytes);
+              },
+            });
+          } finally {
+            clearInterval(sizeWatch);
+          }
+        });
+        return { database: input.into, ...outcome, restoredSizeBytes: await sizeOf(), seconds: (Date.now() - started) / 1000 };
       });
-      const size = await maintenance(plan.database, async (client) => (await databaseInfo(client, input.into))?.sizeBytes ?? 0);
-      return { database: input.into, ...outcome, restoredSizeBytes: size, seconds: (Date.now() - started) / 1000 };
     } catch (error) {
       if (signal.aborted) throw error;
       if (error instanceof ArchiveChangedError) throw failure('VerificationFailed', error.message, 'the stored backup changed after preflight; run `pgrunbook backups verify` on it');

@@ -46,9 +46,9 @@ export function activitySupport(deps: ActivityDeps) {
    * latest progress. Heartbeats must not depend on bytes flowing: a tool waiting for a lock
    * still has to prove its worker is alive and still has to receive cancellation.
    */
-  async function withHeartbeat<T, P extends object = Progress>(run: (report: (progress: P) => void) => Promise<T>, initial?: P): Promise<T> {
+  async function withHeartbeat<T>(run: (report: (progress: Progress) => void) => Promise<T>): Promise<T> {
     const context = Context.current();
-    let progress: P | Progress = initial ?? { bytes: 0, bytesPerSecond: 0 };
+    let progress: Progress = { bytes: 0, bytesPerSecond: 0 };
     const beat = (): void => context.heartbeat(progress);
     beat();
     const timer = setInterval(beat, 1_000);

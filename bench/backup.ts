@@ -16,7 +16,7 @@
  * Prints tables and, last, one `BENCH_RESULT {...}` JSON line. Linux only (/proc).
  */
 import { spawn } from 'node:child_process';
-import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createWriteStream, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { open } from 'node:fs/promises';
@@ -26,14 +26,14 @@ import { parseArgs } from 'node:util';
 import type { Client } from '@temporalio/client';
 import { stringify } from 'yaml';
 import { startBackup } from '../client/backup.js';
-import { describeError, table } from '../client/output.js';
+import { table } from '../client/output.js';
 import { Config } from '../config/schema.js';
 import { ChecksumStream } from '../repository/checksum-stream.js';
 import { startPostgresCluster, type PostgresCluster } from '../stack/postgres-cluster.js';
 import { startS3Server, type S3Server } from '../stack/seaweedfs.js';
 import { startTemporalDevServer } from '../stack/temporal-dev-server.js';
 import { statusQuery } from '../workflows/runbook.js';
-import { GB, log, MB, mb, mean, round, secondsSince } from './common.js';
+import { GB, log, MB, mb, mean, round, secondsSince, reportBenchFailure, runBench, teardownStack, warnAboutNoise } from './common.js';
 import { CpuAccounting, describeCpu, type CpuUse } from './cpu.js';
 import { DataGenerator } from './generator.js';
 import { peakRssOf, resetPeakRss, rssOf, sampleRss } from './proc.js';
@@ -377,14 +377,7 @@ function report(points: SizePoint[], extra: Record<string, unknown>): void {
   process.stdout.write(`worker startup peak RSS ${extra.workerStartupPeakRssMB as number} MB; RSS after warm-up ${extra.workerIdleRssMB as number} MB\n`);
 
   // Other processes competing for the CPUs make the ratios noise: say so next to the verdict.
-  const allRuns = points.flatMap((p) => p.sequence.map((r) => ({ wall: r.seconds, cpu: r.cpu })));
-  const noisy = allRuns.filter((r) => r.cpu.other > 0.1 * r.wall);
-  if (noisy.length > 0) {
-    process.stdout.write(
-      `\nWARNING: ${noisy.length} of ${allRuns.length} runs shared the CPUs with other processes (> 10% of a CPU on average; worst ${f(Math.max(...noisy.map((r) => r.cpu.other / r.wall)) * 100, 0)}%): ` +
-        'the time ratios are unreliable; rerun on a quiet machine.\n',
-    );
-  }
+  const noisyRuns = warnAboutNoise(points.flatMap((p) => p.sequence));
 
   const worstRatio = Math.max(...points.flatMap((p) => [p.ratios.local, p.ratios.s3]));
   const worstRss = Math.max(...points.map((p) => p.workerPeakRssMB));
@@ -402,7 +395,7 @@ function report(points: SizePoint[], extra: Record<string, unknown>): void {
     worstTimeRatio: worstRatio,
     worstWorkerPeakRssMB: worstRss,
     workerPeakRssGrowthMB: round(rssGrowth, 1),
-    noisyRuns: noisy.length,
+    noisyRuns,
     ...extra,
     points,
   };
@@ -435,28 +428,11 @@ async function main(): Promise<number> {
   const repeat = Number(values.repeat);
   if (!Number.isInteger(repeat) || repeat < 1) throw new Error(`--repeat must be a positive integer, got ${values.repeat}`);
 
-  const cleanups: { name: string; run: () => Promise<void> }[] = [];
-  let cleaned: Promise<void> | undefined;
-  const cleanup = (): Promise<void> =>
-    (cleaned ??= (async () => {
-      for (const step of cleanups.reverse()) {
-        try {
-          await step.run();
-        } catch (error) {
-          log(`cleanup of ${step.name} failed: ${(error as Error).message}`);
-        }
-      }
-    })());
-  const onSignal = (signal: NodeJS.Signals): void => {
-    log(`${signal}: tearing down ...`);
-    void cleanup().finally(() => process.exit(130));
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  const { add: addCleanup, cleanup } = teardownStack();
 
   const workDir = mkdtempSync(join(tmpdir(), 'pgrunbook-bench-'));
   let workerLog: string | undefined;
-  cleanups.push({ name: 'work directory', run: async () => rmSync(workDir, { recursive: true, force: true }) });
+  addCleanup('work directory', async () => rmSync(workDir, { recursive: true, force: true }));
   try {
     log(`pgrunbook backup benchmark: --size-gb ${sizeGB} (points ${sizes.join(' and ')} GB), ${cpus().length} CPUs, ${mb(totalmem())} MB RAM, work dir ${workDir}`);
 
@@ -468,9 +444,9 @@ async function main(): Promise<number> {
       startTemporalDevServer(),
     ] as const);
     const [pgStart, s3Start, temporalStart] = started;
-    if (pgStart.status === 'fulfilled') cleanups.push({ name: 'PostgreSQL cluster', run: () => pgStart.value.stop() });
-    if (s3Start.status === 'fulfilled') cleanups.push({ name: 'SeaweedFS', run: () => s3Start.value.stop() });
-    if (temporalStart.status === 'fulfilled') cleanups.push({ name: 'Temporal dev server', run: () => temporalStart.value.teardown() });
+    if (pgStart.status === 'fulfilled') addCleanup('PostgreSQL cluster', () => pgStart.value.stop());
+    if (s3Start.status === 'fulfilled') addCleanup('SeaweedFS', () => s3Start.value.stop());
+    if (temporalStart.status === 'fulfilled') addCleanup('Temporal dev server', () => temporalStart.value.teardown());
     for (const s of started) if (s.status === 'rejected') throw s.reason;
     const cluster = (pgStart as PromiseFulfilledResult<PostgresCluster>).value;
     const s3 = (s3Start as PromiseFulfilledResult<S3Server>).value;
@@ -513,8 +489,8 @@ async function main(): Promise<number> {
     const profileDir = values['profile-worker'] ? resolve(values['profile-worker']) : undefined;
     if (profileDir) mkdirSync(profileDir, { recursive: true });
     const worker = await startWorkerProcess(configPath, workerEnv, workerLog, TASK_QUEUE, profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []);
-    if (profileDir) cleanups.push({ name: 'profile note', run: async () => log(`worker CPU profile (written when the worker exits): ${profileDir}`) });
-    cleanups.push({ name: 'worker', run: () => worker.stop() });
+    if (profileDir) addCleanup('profile note', async () => log(`worker CPU profile (written when the worker exits): ${profileDir}`));
+    addCleanup('worker', () => worker.stop());
     const startupPeak = peakRssOf(worker.pid) ?? 0;
     const cpu = CpuAccounting.find(cluster);
     cpu.setWorker(worker.pid);
@@ -527,7 +503,7 @@ async function main(): Promise<number> {
     log(`  worker ready (pid ${worker.pid}): startup peak RSS ${mb(startupPeak)} MB, RSS after warm-up ${mb(idleRss)} MB`);
 
     const gen = await DataGenerator.create(cluster.url('bench'));
-    cleanups.push({ name: 'generator connection', run: () => gen.close() });
+    addCleanup('generator connection', () => gen.close());
     const outDir = join(workDir, 'raw');
     mkdirSync(outDir);
     // What the idle stack (Temporal, SeaweedFS, PostgreSQL, worker) costs in CPU, per second.
@@ -554,9 +530,7 @@ async function main(): Promise<number> {
     }
     return 0;
   } catch (error) {
-    const described = describeError(error);
-    process.stderr.write(`bench failed: ${described.type}: ${described.message}${described.hint ? `\nHINT: ${described.hint}` : ''}\n`);
-    if (workerLog && existsSync(workerLog)) process.stderr.write(`--- worker log (tail) ---\n${readFileSync(workerLog, 'utf8').slice(-4000)}\n`);
+    reportBenchFailure(error, workerLog);
     return 1;
   } finally {
     log('tearing down ...');
@@ -564,10 +538,4 @@ async function main(): Promise<number> {
   }
 }
 
-main().then(
-  (code) => process.exit(code),
-  (error: unknown) => {
-    process.stderr.write(`bench failed: ${(error as Error).stack ?? String(error)}\n`);
-    process.exit(1);
-  },
-);
+runBench(main);

@@ -1,5 +1,7 @@
 // Shared by the benchmarks: logging with elapsed time, timers, units and rounding.
+import { existsSync, readFileSync } from 'node:fs';
 import { hrtime } from 'node:process';
+import { describeError } from '../client/output.js';
 
 export const MB = 1024 * 1024;
 export const GB = 1024 * MB;
@@ -17,3 +19,60 @@ export function secondsSince(start: bigint): number {
 export const mb = (bytes: number): number => Math.round((bytes / MB) * 10) / 10;
 export const round = (n: number, digits = 2): number => Math.round(n * 10 ** digits) / 10 ** digits;
 export const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
+
+/**
+ * Teardown for a benchmark: steps run newest-first exactly once, on the normal path or on
+ * SIGINT/SIGTERM; a failing step is logged and the others still run.
+ */
+export function teardownStack(): { add: (name: string, run: () => Promise<void>) => void; cleanup: () => Promise<void> } {
+  const steps: { name: string; run: () => Promise<void> }[] = [];
+  let cleaned: Promise<void> | undefined;
+  const cleanup = (): Promise<void> =>
+    (cleaned ??= (async () => {
+      for (const step of steps.reverse()) {
+        try {
+          await step.run();
+        } catch (error) {
+          log(`cleanup of ${step.name} failed: ${(error as Error).message}`);
+        }
+      }
+    })());
+  const onSignal = (signal: NodeJS.Signals): void => {
+    log(`${signal}: tearing down ...`);
+    void cleanup().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  return { add: (name, run) => steps.push({ name, run }), cleanup };
+}
+
+/** Prints, next to the verdicts, how many runs shared the CPUs with other processes; returns that count. */
+export function warnAboutNoise(runs: { seconds: number; cpu: { other: number } }[]): number {
+  const noisy = runs.filter((r) => r.cpu.other > 0.1 * r.seconds);
+  if (noisy.length > 0) {
+    const worst = Math.max(...noisy.map((r) => r.cpu.other / r.seconds)) * 100;
+    process.stdout.write(
+      `\nWARNING: ${noisy.length} of ${runs.length} runs shared the CPUs with other processes (> 10% of a CPU on average; worst ${worst.toFixed(0)}%): ` +
+        'the time ratios are unreliable; rerun on a quiet machine.\n',
+    );
+  }
+  return noisy.length;
+}
+
+/** Prints a failed benchmark's error (with its hint) and the end of the worker's log. */
+export function reportBenchFailure(error: unknown, workerLog: string | undefined): void {
+  const described = describeError(error);
+  process.stderr.write(`bench failed: ${described.type}: ${described.message}${described.hint ? `\nHINT: ${described.hint}` : ''}\n`);
+  if (workerLog && existsSync(workerLog)) process.stderr.write(`--- worker log (tail) ---\n${readFileSync(workerLog, 'utf8').slice(-4000)}\n`);
+}
+
+/** Runs a benchmark's main and exits with its code. */
+export function runBench(main: () => Promise<number>): void {
+  main().then(
+    (code) => process.exit(code),
+    (error: unknown) => {
+      process.stderr.write(`bench failed: ${(error as Error).stack ?? String(error)}\n`);
+      process.exit(1);
+    },
+  );
+}

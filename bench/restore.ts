@@ -20,7 +20,7 @@
  * `BENCH_RESULT {...}` JSON line. Linux only (/proc).
  */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { hrtime } from 'node:process';
@@ -42,7 +42,7 @@ import { freePort } from '../stack/ports.js';
 import { startPostgresCluster, type PostgresCluster } from '../stack/postgres-cluster.js';
 import { startTemporalDevServer } from '../stack/temporal-dev-server.js';
 import { statusQuery, type RunbookStatus } from '../workflows/runbook.js';
-import { GB, log, MB, mb, mean, round, secondsSince } from './common.js';
+import { GB, log, MB, mb, mean, round, secondsSince, reportBenchFailure, runBench, teardownStack, warnAboutNoise } from './common.js';
 import { CpuAccounting, describeCpu, type CpuUse } from './cpu.js';
 import { DataGenerator } from './generator.js';
 import { cmdlineOf, peakRssOf, resetPeakRss, rssOf, sampleRss } from './proc.js';
@@ -483,14 +483,7 @@ function report(points: SizePoint[], extra: Record<string, unknown>): void {
   }
   process.stdout.write(`worker startup peak RSS ${extra.workerStartupPeakRssMB as number} MB; RSS after warm-up ${extra.workerIdleRssMB as number} MB\n`);
 
-  const allRuns = points.flatMap((p) => p.sequence.map((r) => ({ wall: r.seconds, cpu: r.cpu })));
-  const noisy = allRuns.filter((r) => r.cpu.other > 0.1 * r.wall);
-  if (noisy.length > 0) {
-    process.stdout.write(
-      `\nWARNING: ${noisy.length} of ${allRuns.length} runs shared the CPUs with other processes (> 10% of a CPU on average; worst ${f(Math.max(...noisy.map((r) => r.cpu.other / r.wall)) * 100, 0)}%): ` +
-        'the time ratios are unreliable; rerun on a quiet machine.\n',
-    );
-  }
+  const noisyRuns = warnAboutNoise(points.flatMap((p) => p.sequence));
 
   const large = points.at(-1)!;
   const small = points[0]!;
@@ -520,7 +513,7 @@ function report(points: SizePoint[], extra: Record<string, unknown>): void {
     downtimeFlat: flat,
     observedOutageSeconds: points.map((p) => p.pgrunbook.observedOutageSeconds),
     worstWorkerPeakRssMB: worstRss,
-    noisyRuns: noisy.length,
+    noisyRuns,
     ...extra,
     points,
   };
@@ -553,36 +546,19 @@ async function main(): Promise<number> {
   const repeat = Number(values.repeat);
   if (!Number.isInteger(repeat) || repeat < 1) throw new Error(`--repeat must be a positive integer, got ${values.repeat}`);
 
-  const cleanups: { name: string; run: () => Promise<void> }[] = [];
-  let cleaned: Promise<void> | undefined;
-  const cleanup = (): Promise<void> =>
-    (cleaned ??= (async () => {
-      for (const step of cleanups.reverse()) {
-        try {
-          await step.run();
-        } catch (error) {
-          log(`cleanup of ${step.name} failed: ${(error as Error).message}`);
-        }
-      }
-    })());
-  const onSignal = (signal: NodeJS.Signals): void => {
-    log(`${signal}: tearing down ...`);
-    void cleanup().finally(() => process.exit(130));
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  const { add: addCleanup, cleanup } = teardownStack();
 
   const workDir = mkdtempSync(join(tmpdir(), 'pgrunbook-bench-restore-'));
   let workerLog: string | undefined;
-  cleanups.push({ name: 'work directory', run: async () => rmSync(workDir, { recursive: true, force: true }) });
+  addCleanup('work directory', async () => rmSync(workDir, { recursive: true, force: true }));
   try {
     log(`pgrunbook restore benchmark: --size-gb ${sizeGB} --small-mb ${smallMB}, ${cpus().length} CPUs, ${mb(totalmem())} MB RAM, work dir ${workDir}`);
 
     log('starting PostgreSQL and the Temporal dev server ...');
     const started = await Promise.allSettled([startPostgresCluster({ settings: { max_wal_size: "'4GB'", checkpoint_timeout: "'30min'" } }), startTemporalDevServer()] as const);
     const [pgStart, temporalStart] = started;
-    if (pgStart.status === 'fulfilled') cleanups.push({ name: 'PostgreSQL cluster', run: () => pgStart.value.stop() });
-    if (temporalStart.status === 'fulfilled') cleanups.push({ name: 'Temporal dev server', run: () => temporalStart.value.teardown() });
+    if (pgStart.status === 'fulfilled') addCleanup('PostgreSQL cluster', () => pgStart.value.stop());
+    if (temporalStart.status === 'fulfilled') addCleanup('Temporal dev server', () => temporalStart.value.teardown());
     for (const s of started) if (s.status === 'rejected') throw s.reason;
     const cluster = (pgStart as PromiseFulfilledResult<PostgresCluster>).value;
     const temporal = (temporalStart as PromiseFulfilledResult<Awaited<ReturnType<typeof startTemporalDevServer>>>).value;
@@ -623,9 +599,9 @@ async function main(): Promise<number> {
     log('starting the worker process (node dist/client/main.js worker) ...');
     workerLog = join(workDir, 'worker.log');
     const worker = await startWorkerProcess(configPath, workerEnv, workerLog, TASK_QUEUE);
-    cleanups.push({ name: 'worker', run: () => worker.stop() });
+    addCleanup('worker', () => worker.stop());
     // Whatever happens, no demo app outlives the benchmark.
-    for (const s of setups) cleanups.push({ name: `demo app ${s.id}`, run: () => createAppController(CommandAppConfig.parse(s.appConfig), workerEnv).stop({ controller: 'command' }, new AbortController().signal) });
+    for (const s of setups) addCleanup(`demo app ${s.id}`, () => createAppController(CommandAppConfig.parse(s.appConfig), workerEnv).stop({ controller: 'command' }, new AbortController().signal));
     const startupPeak = peakRssOf(worker.pid) ?? 0;
     const cpu = CpuAccounting.find(cluster);
     cpu.setWorker(worker.pid);
@@ -650,9 +626,7 @@ async function main(): Promise<number> {
     }
     return 0;
   } catch (error) {
-    const described = describeError(error);
-    process.stderr.write(`bench failed: ${described.type}: ${described.message}${described.hint ? `\nHINT: ${described.hint}` : ''}\n`);
-    if (workerLog && existsSync(workerLog)) process.stderr.write(`--- worker log (tail) ---\n${readFileSync(workerLog, 'utf8').slice(-4000)}\n`);
+    reportBenchFailure(error, workerLog);
     return 1;
   } finally {
     log('tearing down ...');
@@ -660,10 +634,4 @@ async function main(): Promise<number> {
   }
 }
 
-main().then(
-  (code) => process.exit(code),
-  (error: unknown) => {
-    process.stderr.write(`bench failed: ${(error as Error).stack ?? String(error)}\n`);
-    process.exit(1);
-  },
-);
+runBench(main);

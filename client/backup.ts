@@ -61,12 +61,18 @@ export async function readProgress(handle: WorkflowHandle): Promise<LiveProgress
   return { status, bytes: details?.bytes, bytesPerSecond: details?.bytesPerSecond, attempt: pending?.attempt ?? undefined };
 }
 
-export function describeProgress(p: LiveProgress): string {
+/** The current step with its bytes (heartbeat), the workflow's own progress total, and retries. */
+export function describeStep(p: LiveProgress): string {
   const step = p.status.currentStep ?? (p.status.state === 'running' ? 'starting' : p.status.state);
-  const done = p.status.finished.filter((s) => s.outcome === 'ok').map((s) => s.step);
-  const bytes = p.bytes !== undefined ? ` ${formatBytes(p.bytes)}${p.bytesPerSecond ? ` at ${formatBytes(p.bytesPerSecond)}/s` : ''}` : '';
+  const total = p.status.progress?.step === p.status.currentStep ? p.status.progress?.totalBytes : undefined;
+  const bytes = p.bytes !== undefined ? ` ${formatBytes(p.bytes)}${total ? ` of ~${formatBytes(total)}` : ''}${p.bytesPerSecond ? ` at ${formatBytes(p.bytesPerSecond)}/s` : ''}` : '';
   const retry = p.attempt && p.attempt > 1 ? ` (attempt ${p.attempt})` : '';
-  return `${step}${bytes}${retry}   [done: ${done.join(', ') || '-'}]`;
+  return `${step}${bytes}${retry}`;
+}
+
+export function describeProgress(p: LiveProgress): string {
+  const done = p.status.finished.filter((s) => s.outcome === 'ok').map((s) => s.step);
+  return `${describeStep(p)}   [done: ${done.join(', ') || '-'}]`;
 }
 
 /** Follows a workflow to its end, reporting progress about once a second. */

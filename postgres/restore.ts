@@ -67,6 +67,7 @@ export async function restoreArchive(request: RestoreArchiveRequest): Promise<Re
     const checksum = new ChecksumStream({ onBytes: (bytes) => request.onBytes?.('download', bytes) });
     await pipeline(await request.repository.read(request.key, { signal: request.signal }), checksum, createWriteStream(file), { signal: request.signal });
     assertMatches(checksum, request.expected, request.key);
+    request.onBytes?.('restore', 0); // the download is done; pg_restore starts
     await runToCompletion(request, request.tools.pgRestore, [...pgRestoreArgs(request, request.jobs), file]);
     return { method: 'download', jobs: request.jobs, bytesRead: checksum.bytes };
   } finally {

@@ -12,7 +12,7 @@ import type { Verification } from '../repository/manifest.js';
 import { backupId as makeBackupId } from '../repository/layout.js';
 import { activityProfiles } from './activity-profiles.js';
 import { BackupInput, describeIssues } from './backup-input.js';
-import { messageOf, Runbook } from './runbook.js';
+import { failureTypeOf, messageOf, Runbook } from './runbook.js';
 import { DATABASE_ATTRIBUTE, LABEL_ATTRIBUTE, OPERATION_ATTRIBUTE } from './search-attributes.js';
 
 export type BackupStep = 'plan' | 'probe' | 'dump' | 'metadata' | 'verify' | 'manifest';
@@ -116,7 +116,7 @@ export async function backupDatabase(rawInput: BackupInput): Promise<BackupResul
     // Record the failure where the next reader looks (the manifest), even when cancelled.
     const status = isCancellation(error) ? 'cancelled' : 'failed';
     const step = runbook.status.finished.at(-1)?.step ?? 'unknown';
-    const type = (error as { cause?: { type?: string }; type?: string }).cause?.type ?? (error as { type?: string }).type ?? 'Error';
+    const type = failureTypeOf(error) ?? 'Error';
     try {
       await CancellationScope.nonCancellable(() => runbook.step('manifest', () => short.writeManifest(manifestDraft(status, { step, type, message: messageOf(error) }))));
     } catch (manifestError) {

@@ -19,7 +19,7 @@ import { describeIssues } from './backup-input.js';
 import { backupDatabase } from './backup-database.js';
 import { RestoreInput, type ParsedRestoreInput } from './restore-input.js';
 import { approveUpdate, progressSignal, rejectUpdate, resolveStepUpdate, type Decision, type DecisionRecord, type StepAction } from './restore-messages.js';
-import { messageOf, Runbook } from './runbook.js';
+import { failureTypeOf, messageOf, Runbook } from './runbook.js';
 import { DATABASE_ATTRIBUTE, OPERATION_ATTRIBUTE } from './search-attributes.js';
 
 export type RestoreStep =
@@ -321,7 +321,7 @@ export async function restoreDatabase(rawInput: RestoreInput): Promise<RestoreRe
     undos.length = 0;
   } catch (error) {
     if (outcome !== 'rejected') outcome = isCancellation(error) ? 'cancelled' : 'failed';
-    failureInfo = { step: status.finished.at(-1)?.step ?? 'unknown', type: failureType(error), message: messageOf(error) };
+    failureInfo = { step: status.finished.at(-1)?.step ?? 'unknown', type: failureTypeOf(error) ?? (error as Error)?.name ?? 'Error', message: messageOf(error) };
     undoFailures = await compensate();
     await CancellationScope.nonCancellable(() => writeReport());
     runbook.finish(outcome === 'cancelled' ? 'cancelled' : 'failed');
@@ -404,12 +404,8 @@ const SKIP_REFUSAL: Record<string, string> = {
 };
 
 function isOperatorAbort(error: unknown): boolean {
-  return (error as { type?: string }).type === 'AbortedByOperator' || (error as { type?: string }).type === 'DecisionTimedOut';
-}
-
-function failureType(error: unknown): string {
-  const e = error as { cause?: { type?: string }; type?: string; name?: string };
-  return e.cause?.type ?? e.type ?? e.name ?? 'Error';
+  const type = (error as { type?: string }).type;
+  return type === 'AbortedByOperator' || type === 'DecisionTimedOut';
 }
 
 /** Verification skipped by an operator: recorded as such, never as a pass. */

@@ -102,3 +102,9 @@ export function messageOf(error: unknown): string {
   // Activity failures wrap the activity's own error; that one says what went wrong.
   return e?.cause?.message ?? e?.message ?? String(error);
 }
+
+/** The failure type an operator acts on: the activity's own (its cause), else the failure's. */
+export function failureTypeOf(error: unknown): string | undefined {
+  const e = error as { cause?: { type?: string }; type?: string };
+  return e?.cause?.type ?? e?.type;
+}

@@ -6,8 +6,7 @@ import { parsePreRestoreName } from '../../postgres/database-names.js';
 import { listPreRestoreDatabases, prunePreRestoreDatabases } from '../../postgres/pre-restore.js';
 import type { RestoreResult } from '../../workflows/restore-database.js';
 import type { StepAction } from '../../workflows/restore-messages.js';
-import type { RunbookStatus } from '../../workflows/runbook.js';
-import { follow, readProgress } from '../backup.js';
+import { describeProgress, describeStep, follow, readProgress, type LiveProgress } from '../backup.js';
 import { decideApproval, resolveStep, startRestore } from '../restore.js';
 import { connectClient } from '../temporal-connection.js';
 import { EXIT, formatBytes, formatSeconds, table, UsageError, type Output } from '../output.js';
@@ -75,7 +74,7 @@ export async function restoreCommand(loaded: LoadedConfig, out: Output, flags: R
         toldAboutWait = waiting;
         out.info(`waiting for ${waiting}`);
       }
-      out.progress(describeStatusLine(p.status, p.bytes));
+      out.progress(describeProgress(p));
     });
     out.result({ ok: true, workflowId: handle.workflowId, ...result }, () => describeRestoreResult(result));
     return EXIT.ok;
@@ -96,14 +95,6 @@ export function describeRestoreResult(r: RestoreResult): string {
   ].join('\n');
 }
 
-function describeStatusLine(status: RunbookStatus, bytes?: number): string {
-  const step = status.currentStep ?? (status.state === 'running' ? 'starting' : status.state);
-  const moved = status.progress?.bytes ?? bytes;
-  const total = status.progress?.totalBytes;
-  const progress = moved !== undefined && moved > 0 ? ` ${formatBytes(moved)}${total ? ` of ~${formatBytes(total)}` : ''}` : '';
-  return `${step}${progress}   [done: ${status.finished.filter((s) => s.outcome === 'ok').map((s) => s.step).join(', ') || '-'}]`;
-}
-
 /** `pgrunbook status <workflow-id>`: any pgrunbook workflow's status query, for humans or --json. */
 export async function statusCommand(loaded: LoadedConfig, out: Output, workflowId: string | undefined): Promise<number> {
   if (!workflowId) throw new UsageError('expected a workflow id', 'pgrunbook status restore-<database>   (or backup-<database>-<timestamp>)');
@@ -111,14 +102,15 @@ export async function statusCommand(loaded: LoadedConfig, out: Output, workflowI
     const handle = client.workflow.getHandle(workflowId);
     const [live, description] = await Promise.all([readProgress(handle), handle.describe()]);
     const status = live.status;
-    out.result({ workflowId, runId: description.runId, execution: description.status.name, heartbeat: { bytes: live.bytes ?? null, attempt: live.attempt ?? null }, ...status }, () => renderStatus(workflowId, description.status.name, status, live.bytes));
+    out.result({ workflowId, runId: description.runId, execution: description.status.name, heartbeat: { bytes: live.bytes ?? null, attempt: live.attempt ?? null }, ...status }, () => renderStatus(workflowId, description.status.name, live));
     return EXIT.ok;
   });
 }
 
-function renderStatus(workflowId: string, execution: string, s: RunbookStatus, bytes?: number): string {
+function renderStatus(workflowId: string, execution: string, live: LiveProgress): string {
+  const s = live.status;
   const lines = [`${workflowId}: ${s.operation} ${s.state} (execution ${execution})`];
-  if (s.currentStep) lines.push(`  now       ${describeStatusLine(s, bytes).split('   ')[0]}`);
+  if (s.currentStep) lines.push(`  now       ${describeStep(live)}`);
   if (s.waitingFor) lines.push(`  WAITING   ${s.waitingFor}`);
   if (s.pendingDecision?.error) lines.push(`  error     ${s.pendingDecision.error.split('\n').join('\n            ')}`);
   if (s.pendingDecision) lines.push(`  deadline  ${s.pendingDecision.deadline}`);
