@@ -15,19 +15,17 @@ import {
 import { describeConnection, type ConnectionParams } from '../postgres/connection.js';
 import { byteLength, isScratchDatabaseName, MAX_IDENTIFIER_BYTES, preRestoreDatabaseName, scratchDatabaseName } from '../postgres/database-names.js';
 import { prunePreRestoreDatabases } from '../postgres/pre-restore.js';
-import { classifyPostgresError, classifyToolError, failure } from '../postgres/errors.js';
-import { ArchiveChangedError, restoreArchive, type RestorePhase } from '../postgres/restore.js';
+import { classifyPostgresError, failure } from '../postgres/errors.js';
 import { clientToolsFor } from '../postgres/tools.js';
 import { verifyArtifact } from '../postgres/verify.js';
 import { checkRestoredDatabase, type RestoredCheck } from '../postgres/verify-restored.js';
-import { ToolError } from '../process/run.js';
 import { scrubSecrets } from '../process/secrets.js';
 import { latestGoodBackup, readManifest } from '../repository/catalog.js';
 import { artifactKey, compactTimestamp, type DumpFormat } from '../repository/layout.js';
 import type { Manifest, Verification } from '../repository/manifest.js';
-import { writeAll } from '../repository/types.js';
-import { progressSignal, type RestoreProgress } from '../workflows/restore-messages.js';
+import { writeAll, type Repository } from '../repository/types.js';
 import type { ParsedRestoreInput } from '../workflows/restore-input.js';
+import { createRestoreInto } from './restore-into.js';
 import { activitySupport, type ActivityDeps } from './support.js';
 import { PGRUNBOOK_VERSION } from './version.js';
 
@@ -147,87 +145,7 @@ export function createRestoreActivities(deps: ActivityDeps) {
     return failure(type, scrubSecrets((error as Error)?.message ?? String(error)));
   };
 
-  /** Progress for the status query: a signal every few seconds while bytes move. */
-  function progressReporter(step: string, totalBytes: number | null) {
-    const info = Context.current().info;
-    let last = 0;
-    let pending: Promise<unknown> = Promise.resolve();
-    return (phase: RestorePhase, bytes: number): void => {
-      const now = Date.now();
-      if (now - last < 5_000) return;
-      last = now;
-      const progress: RestoreProgress = { step, phase, bytes, totalBytes, at: new Date(now).toISOString() };
-      // Best effort: progress must never fail or slow the restore.
-      pending = pending.then(() =>
-        Context.current().client.workflow.getHandle(info.workflowExecution!.workflowId, info.workflowExecution!.runId).signal(progressSignal, progress).catch(() => undefined),
-      );
-    };
-  }
-
-  async function restoreInto(input: { plan: RestorePlan; into: string; step: string }): Promise<RestoreStepResult> {
-    const { plan } = input;
-    const db = databaseConfig(plan.database);
-    const params = connection(plan.database);
-    const repo = repository(plan.repository);
-    const started = Date.now();
-    const signal = Context.current().cancellationSignal;
-    const watchSize = plan.format === 'custom' && plan.jobs > 1;
-    const report = progressReporter(input.step, watchSize ? plan.dump.databaseSizeBytes : plan.dump.size);
-    try {
-      // One maintenance session for the whole step: the server version, the size watch, the final size.
-      // (withMaintenanceClient, not maintenance(): tool errors must reach the classification below unwrapped.)
-      return await withMaintenanceClient(params, db.restore.maintenanceDatabase, async (client) => {
-        const { rows } = await client.query<{ n: string }>("SELECT current_setting('server_version_num') AS n");
-        const tools = await clientToolsFor(Math.floor(Number(rows[0]!.n) / 10_000), db.pgBinDir);
-        const sizeOf = async (): Promise<number> => (await databaseInfo(client, input.into))?.sizeBytes ?? 0;
-        const outcome = await withHeartbeat(async (beat) => {
-          const onBytes = byteProgress(beat, started);
-          let phase: RestorePhase = 'restore';
-          // pg_restore -j on a file says nothing while it works: the growing database is the progress.
-          const sizeWatch = watchSize
-            ? setInterval(() => {
-                if (phase !== 'restore') return;
-                sizeOf().then((bytes) => {
-                  onBytes(bytes);
-                  report('restore', bytes);
-                }, () => undefined);
-              }, 3_000)
-            : undefined;
-          try {
-            return await restoreArchive({
-              params, database: input.into, tools, repository: repo,
-              key: artifactKey(plan.backupId, plan.dumpFile),
-              format: plan.format,
-              expected: { size: plan.dump.size, sha256: plan.dump.sha256 },
-              jobs: plan.jobs,
-              noOwner: plan.noOwner,
-              noPrivileges: plan.noPrivileges,
-              ...(plan.role ? { role: plan.role } : {}),
-              tempDir: db.restore.tempDir ?? tmpdir(),
-              signal,
-              onBytes: (current, bytes) => {
-                phase = current;
-                onBytes(bytes);
-                report(current, bytes);
-              },
-            });
-          } finally {
-            clearInterval(sizeWatch);
-          }
-        });
-        return { database: input.into, ...outcome, restoredSizeBytes: await sizeOf(), seconds: (Date.now() - started) / 1000 };
-      });
-    } catch (error) {
-      if (signal.aborted) throw error;
-      if (error instanceof ArchiveChangedError) throw failure('VerificationFailed', error.message, 'the stored backup changed after preflight; run `pgrunbook backups verify` on it');
-      const classified = classifyToolError(error, describeConnection({ ...params, database: input.into }));
-      // pg_restore/psql exiting with errors will do so again: an operator must look, not a retry loop.
-      if (error instanceof ToolError && error.exitCode !== undefined && classified.type === 'ToolFailed') {
-        throw failure('RestoreFailed', `restoring ${plan.backupId} into ${input.into} failed: ${error.message}`, 'fix the cause (missing role? extension not installed? use noOwner/role options) and retry the step');
-      }
-      throw classified;
-    }
-  }
+  const restoreInto = createRestoreInto(deps);
 
   /** An empty database to restore into: created, or re-created when a killed attempt left objects in it. */
   async function freshDatabase(plan: RestorePlan, name: string, like: DatabaseInfo | null): Promise<void> {
@@ -248,27 +166,7 @@ export function createRestoreActivities(deps: ActivityDeps) {
       const params = connection(request.database);
       const repositoryId = request.repository ?? defaultRepositoryId(deps.config, request.database);
       const repo = repository(repositoryId);
-      let manifest: Manifest;
-      if (request.backup === 'latest') {
-        const latest = await latestGoodBackup(repo, request.database);
-        if (!latest?.manifest) {
-          throw failure('BackupNotFound', `no verified backup of ${request.database} in ${repo.location}`, `run \`pgrunbook backup --database ${request.database} --wait\` first, or name a backup with --backup`);
-        }
-        manifest = latest.manifest;
-      } else {
-        if (!request.backup.startsWith(`${request.database}/`)) {
-          throw failure('InvalidInput', `backup: ${request.backup} is a backup of another database, not of ${request.database}`, 'restore it with --target-database into a new name, or pick one from `pgrunbook backups list`');
-        }
-        try {
-          manifest = await readManifest(repo, request.backup);
-        } catch {
-          throw failure('BackupNotFound', `backup ${request.backup} has no readable manifest in ${repo.location}`, 'see `pgrunbook backups list`; a backup without a manifest is incomplete');
-        }
-        if (manifest.status !== 'verified') {
-          throw failure('BackupNotFound', `backup ${request.backup} is ${manifest.status}${manifest.error ? ` (${manifest.error.message})` : ''}; only verified backups are restored`, 'pick a verified backup from `pgrunbook backups list`');
-        }
-      }
-      if (!manifest.dump || !manifest.format) throw failure('BackupNotFound', `backup ${manifest.id} records no dump file`, 'pick another backup');
+      const manifest = await resolveRestorableBackup(repo, request.database, request.backup);
       const target = request.targetDatabase ?? params.database;
       const targetIsLive = target === params.database;
       const strategy = request.strategy ?? db.restore.strategy;
@@ -617,6 +515,37 @@ export function createRestoreActivities(deps: ActivityDeps) {
       return { key, location: `${repo.location}/${key}` };
     },
   };
+}
+
+/**
+ * The backup a restore or drill uses: `latest` (the newest verified one) or a named one, which
+ * must be a verified backup of this database. Failed and cancelled backups are refused.
+ */
+export type RestorableManifest = Manifest & { dump: NonNullable<Manifest['dump']>; format: NonNullable<Manifest['format']> };
+
+export async function resolveRestorableBackup(repo: Repository, database: string, backup: string): Promise<RestorableManifest> {
+  let manifest: Manifest;
+  if (backup === 'latest') {
+    const latest = await latestGoodBackup(repo, database);
+    if (!latest?.manifest) {
+      throw failure('BackupNotFound', `no verified backup of ${database} in ${repo.location}`, `run \`pgrunbook backup --database ${database} --wait\` first, or name a backup with --backup`);
+    }
+    manifest = latest.manifest;
+  } else {
+    if (!backup.startsWith(`${database}/`)) {
+      throw failure('InvalidInput', `backup: ${backup} is a backup of another database, not of ${database}`, 'restore it with --target-database into a new name, or pick one from `pgrunbook backups list`');
+    }
+    try {
+      manifest = await readManifest(repo, backup);
+    } catch {
+      throw failure('BackupNotFound', `backup ${backup} has no readable manifest in ${repo.location}`, 'see `pgrunbook backups list`; a backup without a manifest is incomplete');
+    }
+    if (manifest.status !== 'verified') {
+      throw failure('BackupNotFound', `backup ${backup} is ${manifest.status}${manifest.error ? ` (${manifest.error.message})` : ''}; only verified backups are restored`, 'pick a verified backup from `pgrunbook backups list`');
+    }
+  }
+  if (!manifest.dump || !manifest.format) throw failure('BackupNotFound', `backup ${manifest.id} records no dump file`, 'pick another backup');
+  return manifest as RestorableManifest;
 }
 
 async function measure(where: string, path: string, neededBytes: number): Promise<FreeSpaceCheck> {

@@ -4,7 +4,10 @@ import { PGRUNBOOK_VERSION } from '../activities/version.js';
 import { startWorker } from '../worker/run.js';
 import { backupCommand, backupsListCommand, backupsVerifyCommand } from './commands/backup.js';
 import { devCommand } from './commands/dev.js';
+import { drillCommand } from './commands/drill.js';
+import { drillsListCommand, reportCommand } from './commands/report.js';
 import { approvalCommand, preRestoreCommand, restoreCommand, statusCommand, stepCommand } from './commands/restore.js';
+import { schedulesCommand } from './commands/schedules.js';
 import { EXIT, Output, UsageError } from './output.js';
 
 const USAGE = `pgrunbook ${PGRUNBOOK_VERSION}: PostgreSQL backup and restore runbooks as durable Temporal workflows
@@ -26,6 +29,9 @@ commands:
           [--safety-backup|--no-safety-backup] [--wait]
                                         start restoreDatabase (workflow restore-<ID>); --yes
                                         skips the approval gate; --wait follows it
+  drill --database ID [--backup ID|latest] [--canary|--no-canary] [--wait]
+                                        start runRestoreDrill: restore into a disposable target,
+                                        check, report RTO/RPO, tear down; --wait follows it
   status WORKFLOW_ID                    current step, finished steps, what it waits for
   approve|reject WORKFLOW_ID --reason TEXT
                                         decide a restore waiting for approval
@@ -33,6 +39,14 @@ commands:
                                         decide a step that failed after its retries
   pre-restore list|prune --database ID [--older-than-days N]
   pre-restore drop NAME --database ID   old databases kept by swap restores
+  drills list --database ID [--limit N] [--repository R]
+                                        past drills: outcome, backup, RTO, RPO, failed checks
+  report --out DIR [--database ID]      write DIR/index.html: backups, drills (RTO/RPO trends)
+                                        and the latest restore's or drill's steps; no server needed
+  schedules apply [--dry-run]           make the Temporal Schedules match the config (nightly
+                                        backups, monthly drills); twice changes nothing
+  schedules list|describe ID            pgrunbook's schedules, next run times, recent runs
+  schedules pause ID [--reason TEXT]|unpause ID|trigger ID|delete ID
   config check                          validate the config file and the worker environment
 
 options:
@@ -70,7 +84,12 @@ export async function main(argv: string[]): Promise<number> {
         reason: { type: 'string' },
         step: { type: 'string' },
         'older-than-days': { type: 'string' },
+        'dry-run': { type: 'boolean', default: false },
         demo: { type: 'boolean', default: false },
+        canary: { type: 'boolean', default: false },
+        'no-canary': { type: 'boolean', default: false },
+        out: { type: 'string' },
+        limit: { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
         version: { type: 'boolean', default: false },
       },
@@ -107,6 +126,8 @@ export async function main(argv: string[]): Promise<number> {
         throw new UsageError(`unknown subcommand "backups ${sub ?? ''}"`, 'pgrunbook backups list|verify');
       case 'restore':
         return await restoreCommand(loadConfig(values.config), out, values);
+      case 'drill':
+        return await drillCommand(loadConfig(values.config), out, values);
       case 'status':
         return await statusCommand(loadConfig(values.config), out, sub);
       case 'approve':
@@ -116,6 +137,13 @@ export async function main(argv: string[]): Promise<number> {
         return await stepCommand(loadConfig(values.config), out, sub, arg, values);
       case 'pre-restore':
         return await preRestoreCommand(loadConfig(values.config), out, sub, arg, values);
+      case 'drills':
+        if (sub === 'list') return await drillsListCommand(loadConfig(values.config), out, values);
+        throw new UsageError(`unknown subcommand "drills ${sub ?? ''}"`, 'pgrunbook drills list --database <id>');
+      case 'report':
+        return await reportCommand(loadConfig(values.config), out, values);
+      case 'schedules':
+        return await schedulesCommand(loadConfig(values.config), out, sub, arg, values);
       case 'config': {
         if (sub !== 'check') throw new UsageError(`unknown subcommand "config ${sub ?? ''}"`, 'pgrunbook config check');
         const { config, path } = loadConfig(values.config);

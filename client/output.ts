@@ -95,8 +95,17 @@ export function formatBytes(bytes: number): string {
 
 export function formatSeconds(seconds: number): string {
   if (seconds < 60) return `${seconds.toFixed(1)} s`;
-  const m = Math.floor(seconds / 60);
-  return `${m} min ${Math.round(seconds - m * 60)} s`;
+  if (seconds < 3600) {
+    const m = Math.floor(seconds / 60);
+    return `${m} min ${Math.round(seconds - m * 60)} s`;
+  }
+  // Backup ages (RPO) run to days: minutes and seconds stop being readable there.
+  if (seconds < 86_400) {
+    const h = Math.floor(seconds / 3600);
+    return `${h} h ${Math.round((seconds - h * 3600) / 60)} min`;
+  }
+  const d = Math.floor(seconds / 86_400);
+  return `${d} d ${Math.round((seconds - d * 86_400) / 3600)} h`;
 }
 
 export function table(headers: string[], rows: string[][]): string {

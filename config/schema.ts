@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { AppConfig } from '../app-controllers/schema.js';
+import { CALENDAR_FIELDS, cronFields, parseCalendar, parseCalendarField } from '../schedules/calendar.js';
 
 // The pgrunbook.yaml schema. Types share their schema's name. Secrets are never values in this
 // file: they are names of environment variables (`*Env`) or `${VAR}` references in URLs, resolved
@@ -130,6 +131,169 @@ export const RestoreOptions = z
   .strict();
 export type RestoreOptions = z.infer<typeof RestoreOptions>;
 
+/** One calendar field: a number or text ("*", "1-7", "*\/15", "1,15", SATURDAY, JAN); checked per field below. */
+const CalendarField = z.union([z.number().int().nonnegative(), z.string().min(1)]);
+
+/**
+ * When a schedule fires. `calendar` fields AND-match, as in Temporal's calendar specs: the default
+ * drill, dayOfMonth "1-7" and dayOfWeek "SATURDAY", is the first Saturday of the month. Values are
+ * a number, "*", a range "1-7", a step "*\/15" or a comma list.
+ */
+export const CalendarConfig = z
+  .object({
+    minute: CalendarField.default(0),
+    hour: CalendarField.default(0),
+    dayOfMonth: CalendarField.default('*'),
+    month: CalendarField.default('*'),
+    dayOfWeek: CalendarField.default('*'),
+  })
+  .strict()
+  .superRefine((calendar, ctx) => {
+    for (const field of CALENDAR_FIELDS) {
+      const parsed = parseCalendarField(field, calendar[field]);
+      if (!parsed.ok) ctx.addIssue({ code: 'custom', path: [field], message: parsed.message });
+    }
+  });
+export type CalendarConfig = z.infer<typeof CalendarConfig>;
+
+export const ScheduleConfig = z
+  .object({
+    /** false: `schedules apply` deletes this schedule if it exists. */
+    enabled: z.boolean().default(true),
+    calendar: CalendarConfig.optional(),
+    /** Five-field cron, as an alternative to `calendar`; one that sets both day-of-month and day-of-week is refused. */
+    cron: z.string().min(1).optional(),
+    /** IANA time zone the calendar or cron is read in. */
+    timezone: z.string().min(1).default('UTC'),
+    /** Random delay up to this long, so many databases do not all dump at the same second. */
+    jitterMinutes: z.number().min(0).default(0),
+    /** After a Temporal outage, actions missed less than this long ago still run; older ones are skipped. */
+    catchupWindowMinutes: z.number().positive().default(60),
+    /** What a run due while the previous one still runs does: skip (default), buffer-one, allow-all. */
+    overlap: z.enum(['skip', 'buffer-one', 'allow-all']).default('skip'),
+    /** Created paused. `schedules apply` never undoes an operator's pause/unpause; it sets the state only when this value changes. */
+    paused: z.boolean().default(false),
+  })
+  .strict()
+  .superRefine((schedule, ctx) => {
+    if (schedule.calendar && schedule.cron) ctx.addIssue({ code: 'custom', path: ['cron'], message: 'give either calendar or cron, not both' });
+    if (schedule.cron) {
+      const problem = cronProblem(schedule.cron);
+      if (problem) ctx.addIssue({ code: 'custom', path: ['cron'], message: problem });
+      const fields = problem ? null : cronFields(schedule.cron);
+      const parsed = fields ? parseCalendar(fields) : null;
+      if (parsed && !parsed.ok) {
+        for (const p of parsed.problems) ctx.addIssue({ code: 'custom', path: ['cron'], message: `${p.field} field: ${p.message}` });
+      }
+    }
+    if (!isTimeZone(schedule.timezone)) {
+      ctx.addIssue({ code: 'custom', path: ['timezone'], message: `unknown time zone "${schedule.timezone}"; expected an IANA name such as UTC or Europe/Berlin` });
+    }
+  });
+
+export type ScheduleConfig = z.infer<typeof ScheduleConfig>;
+
+function isTimeZone(name: string): boolean {
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone: name });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Why a cron string cannot be used, or null. Classic cron fires when day-of-month OR day-of-week
+ * matches; Temporal fires only when both match. "0 10 1 * 6" (seed 001's "first Saturday") thus
+ * means "the 1st, when it is a Saturday" here and something else in crontab: refused either way.
+ */
+export function cronProblem(cron: string): string | null {
+  const fields = cron.trim().split(/\s+/);
+  if (fields.length !== 5) return `expected five cron fields (minute hour day-of-month month day-of-week), got ${fields.length} in "${cron}"`;
+  const [, , dayOfMonth, , dayOfWeek] = fields;
+  if (dayOfMonth !== '*' && dayOfMonth !== '?' && dayOfWeek !== '*' && dayOfWeek !== '?') {
+    return (
+      `"${cron}" sets both day-of-month (${dayOfMonth}) and day-of-week (${dayOfWeek}): crontab fires when either matches, Temporal only when both do, ` +
+      `so it means something different from what it says in one of them. HINT: for "the first Saturday" write calendar: {dayOfMonth: "1-7", dayOfWeek: SATURDAY, hour: 10}`
+    );
+  }
+  return null;
+}
+
+/**
+ * A schedule with defaults for its kind: omitted entirely, it is the default; given without
+ * `calendar` or `cron` (say, only `jitterMinutes`), it keeps the default timing.
+ */
+function scheduleWithDefaults(defaults: { calendar: Record<string, number | string>; catchupWindowMinutes?: number }) {
+  return z.preprocess((value) => {
+    if (value === undefined) return defaults;
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) return value;
+    const given = value as Record<string, unknown>;
+    const { calendar, ...policies } = defaults;
+    return given.calendar === undefined && given.cron === undefined ? { calendar, ...policies, ...given } : { ...policies, ...given };
+  }, ScheduleConfig);
+}
+
+export const DatabaseSchedules = z
+  .object({
+    /** Nightly backup, 02:00 UTC (seed 001). */
+    backup: scheduleWithDefaults({ calendar: { hour: 2, minute: 0 } }),
+    /** Monthly restore drill on the first Saturday, 10:00 UTC (seed 001 §5): day 1-7 AND Saturday. */
+    drill: scheduleWithDefaults({ calendar: { dayOfMonth: '1-7', dayOfWeek: 'SATURDAY', hour: 10, minute: 0 }, catchupWindowMinutes: 360 }),
+  })
+  .strict();
+export type DatabaseSchedules = z.infer<typeof DatabaseSchedules>;
+
+/** A drill server: connection fields as for a database; drills create and drop scratch databases on it. */
+export const DrillServerTarget = z
+  .object({
+    type: z.literal('server'),
+    url: z.string().min(1).optional(),
+    host: z.string().min(1).optional(),
+    port: z.number().int().min(1).max(65535).optional(),
+    user: z.string().min(1).optional(),
+    passwordEnv: EnvName.optional(),
+    sslmode: z.enum(['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full']).optional(),
+    /** Database to connect to for CREATE/DROP DATABASE. */
+    maintenanceDatabase: z.string().min(1).default('postgres'),
+  })
+  .strict()
+  .superRefine((target, ctx) => {
+    if (!target.url && !target.host) ctx.addIssue({ code: 'custom', path: ['host'], message: 'a drill server needs url or host, e.g. url: postgres://drill:${DRILL_PASSWORD}@drill-host:5432/postgres' });
+    if (target.url && (target.host || target.port || target.user)) ctx.addIssue({ code: 'custom', path: ['url'], message: 'give either url or discrete host/port/user fields, not both' });
+  });
+export type DrillServerTarget = z.infer<typeof DrillServerTarget>;
+
+/** A throwaway cluster: initdb from the worker host's PostgreSQL binaries, on a free port, removed afterwards. */
+export const DrillClusterTarget = z
+  .object({
+    type: z.literal('cluster'),
+    /** Directory of initdb/pg_ctl; default: the newest PostgreSQL server binaries on the worker host. */
+    pgBinDir: z.string().min(1).optional(),
+    /** Parent directory for the cluster's data; default the OS temp dir. */
+    dir: z.string().min(1).optional(),
+  })
+  .strict();
+export type DrillClusterTarget = z.infer<typeof DrillClusterTarget>;
+
+export const DrillOptions = z
+  .object({
+    target: z.discriminatedUnion('type', [DrillClusterTarget, DrillServerTarget]).default({ type: 'cluster' }),
+    /** Seed 002: write a marker row into a dedicated table, take a fresh backup, and check the row survived. */
+    canary: z
+      .object({ enabled: z.boolean().default(false), table: z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/, 'expected an unqualified lowercase table name').default('pgrunbook_canary') })
+      .strict()
+      .default({ enabled: false, table: 'pgrunbook_canary' }),
+    /** Smoke queries for drills, run after restore.smokeQueries. */
+    smokeQueries: z.array(SmokeQuery).default([]),
+    /** Every smoke query (and the row counts) must answer within this many milliseconds. */
+    queryBudgetMs: z.number().int().positive().default(5000),
+    /** pg_restore -j for drills. */
+    jobs: z.number().int().min(1).max(64).default(2),
+  })
+  .strict();
+export type DrillOptions = z.infer<typeof DrillOptions>;
+
 export const DatabaseConfig = z
   .object({
     /** postgres://user:${DB_PASSWORD}@host:5432/dbname?sslmode=require; ${VAR} is substituted in the worker. */
@@ -150,6 +314,8 @@ export const DatabaseConfig = z
     restore: RestoreOptions.default(RestoreOptions.parse({})),
     /** The application writing to this database, stopped around a restore. */
     app: AppConfig.default({ type: 'none' }),
+    drill: DrillOptions.default(DrillOptions.parse({})),
+    schedules: DatabaseSchedules.default(DatabaseSchedules.parse({})),
   })
   .strict()
   .superRefine((db, ctx) => {
@@ -161,6 +327,9 @@ export const DatabaseConfig = z
     }
   });
 export type DatabaseConfig = z.infer<typeof DatabaseConfig>;
+
+/** Repository folder of drill reports, so no database id may take the name. */
+export const RESERVED_DATABASE_ID = 'reports';
 
 export const TimeoutsConfig = z
   .object({
@@ -180,6 +349,14 @@ export const RetryConfig = z
   })
   .strict();
 
+export const NotificationsConfig = z
+  .object({
+    /** A Slack-compatible incoming webhook told about failed drills. Its URL is a secret: the name of an env var. */
+    webhook: z.object({ urlEnv: EnvName }).strict().optional(),
+  })
+  .strict();
+export type NotificationsConfig = z.infer<typeof NotificationsConfig>;
+
 export const Config = z
   .object({
     temporal: TemporalConfig.default(TemporalConfig.parse({})),
@@ -188,6 +365,7 @@ export const Config = z
     defaults: z.object({ repository: Id.optional() }).strict().default({}),
     timeouts: TimeoutsConfig.default(TimeoutsConfig.parse({})),
     retry: RetryConfig.default(RetryConfig.parse({})),
+    notifications: NotificationsConfig.default({}),
   })
   .strict()
   .superRefine((config, ctx) => {
@@ -199,6 +377,9 @@ export const Config = z
       ctx.addIssue({ code: 'custom', path: ['defaults', 'repository'], message: `unknown repository "${config.defaults.repository}"; known: ${repositoryIds.join(', ')}` });
     }
     for (const [id, db] of Object.entries(config.databases)) {
+      if (id === RESERVED_DATABASE_ID) {
+        ctx.addIssue({ code: 'custom', path: ['databases', id], message: `"${id}" is reserved: the repository keeps drill reports under ${RESERVED_DATABASE_ID}/; give this database another id (its dbname may still be "${id}")` });
+      }
       if (db.repository && !config.repositories[db.repository]) {
         ctx.addIssue({ code: 'custom', path: ['databases', id, 'repository'], message: `unknown repository "${db.repository}"; known: ${repositoryIds.join(', ')}` });
       }

@@ -22,14 +22,49 @@ export async function listTables(client: pg.ClientBase): Promise<TableRef[]> {
 
 export const tableKey = (t: TableRef): string => `${t.schema}.${t.name}`;
 
+/**
+ * psql/pg_dump name pattern -> regex (as pg_dump's --exclude-table/--exclude-schema read it):
+ * unquoted letters fold to lower case, `*` and `?` are wildcards, `"..."` is literal, a `.`
+ * outside quotes separates schema from name; without one, any schema matches.
+ */
+export function namePattern(pattern: string): { schema: RegExp | null; name: RegExp } {
+  const parts: string[] = [''];
+  let quoted = false;
+  for (let i = 0; i < pattern.length; i++) {
+    const ch = pattern[i]!;
+    if (ch === '"') {
+      if (quoted && pattern[i + 1] === '"') {
+        parts[parts.length - 1] += '"';
+        i++;
+      } else quoted = !quoted;
+    } else if (!quoted && ch === '.') parts.push('');
+    else if (!quoted && ch === '*') parts[parts.length - 1] += '.*';
+    else if (!quoted && ch === '?') parts[parts.length - 1] += '.';
+    else parts[parts.length - 1] += (quoted ? ch : ch.toLowerCase()).replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  }
+  const whole = (re: string): RegExp => new RegExp(`^(?:${re})$`);
+  return parts.length > 1 ? { schema: whole(parts.at(-2)!), name: whole(parts.at(-1)!) } : { schema: null, name: whole(parts[0]!) };
+}
+
+/** The tables a dump with these exclusions contains: row counts must describe the dump, not the server. */
+export function excludeTables(tables: TableRef[], exclusions: { excludeSchemas: string[]; excludeTables: string[] }): TableRef[] {
+  const schemas = exclusions.excludeSchemas.map((p) => namePattern(p).name);
+  const names = exclusions.excludeTables.map(namePattern);
+  return tables.filter(
+    (t) => !schemas.some((re) => re.test(t.schema)) && !names.some((p) => p.name.test(t.name) && (p.schema === null || p.schema.test(t.schema))),
+  );
+}
+
 /** Exact row counts, keyed "schema.table". Runs in the caller's transaction (and so its snapshot). */
-export async function countRows(client: pg.ClientBase, tables: TableRef[]): Promise<Record<string, number>> {
+export async function countRows(client: pg.ClientBase, tables: TableRef[], onTiming?: (table: string, ms: number) => void): Promise<Record<string, number>> {
   const counts: Record<string, number> = {};
   for (const table of tables) {
+    const started = performance.now();
     const { rows } = await client.query<{ n: string }>(
       `SELECT count(*) AS n FROM ONLY ${quoteIdent(table.schema)}.${quoteIdent(table.name)}`,
     );
     counts[tableKey(table)] = Number(rows[0]?.n ?? 0);
+    onTiming?.(tableKey(table), performance.now() - started);
   }
   return counts;
 }

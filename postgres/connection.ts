@@ -25,7 +25,10 @@ export function substituteEnv(text: string, field: string, env: NodeJS.ProcessEn
   });
 }
 
-export function resolveConnection(databaseId: string, db: DatabaseConfig, env: NodeJS.ProcessEnv = process.env): ConnectionParams {
+/** The connection fields of a database (and of a drill server). */
+export type ConnectionFields = Pick<DatabaseConfig, 'url' | 'host' | 'port' | 'user' | 'dbname' | 'passwordEnv' | 'sslmode'>;
+
+export function resolveConnection(databaseId: string, db: ConnectionFields, env: NodeJS.ProcessEnv = process.env): ConnectionParams {
   const field = `databases.${databaseId}`;
   let params: ConnectionParams;
   if (db.url) {

@@ -6,7 +6,7 @@ import { ChecksumStream, sha256OfFile } from '../repository/checksum-stream.js';
 import type { FileWrite, Repository } from '../repository/types.js';
 import { finished, spawnTool } from '../process/run.js';
 import { findOnPath } from '../stack/binaries.js';
-import { countRows, listTables, probeSchemaVersion, type SchemaVersion } from './catalog.js';
+import { countRows, excludeTables, listTables, probeSchemaVersion, type SchemaVersion } from './catalog.js';
 import { libpqEnv, pgClientConfig, type ConnectionParams } from './connection.js';
 import { failure } from './errors.js';
 import type { ClientTools } from './tools.js';
@@ -85,7 +85,7 @@ export async function dumpToRepository(request: DumpRequest): Promise<DumpOutcom
     artifact.catch(() => undefined);
 
     const facts = (async () => {
-      const rowCounts = request.rowCounts ? await countRows(client, await listTables(client)) : null;
+      const rowCounts = request.rowCounts ? await countRows(client, excludeTables(await listTables(client), request)) : null;
       const schemaVersion = await probeSchemaVersion(client, request.schemaVersionQuery);
       return { rowCounts, schemaVersion };
     })();

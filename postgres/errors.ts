@@ -24,7 +24,9 @@ export type FailureType =
   | 'ConnectionsRemain'
   | 'AppControllerFailed'
   | 'HealthCheckFailed'
-  | 'InsufficientSpace';
+  | 'InsufficientSpace'
+  | 'TargetUnavailable'
+  | 'NotificationFailed';
 
 const NON_RETRYABLE: ReadonlySet<FailureType> = new Set([
   'InvalidInput', 'ConfigError', 'AuthenticationFailed', 'DatabaseNotFound', 'VersionIncompatible', 'PermissionDenied', 'VerificationFailed',

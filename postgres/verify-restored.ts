@@ -19,6 +19,7 @@ export interface SmokeResult {
   expected: string | null;
   actual: string | null;
   error?: string;
+  durationMs: number;
 }
 
 export interface RestoredCheck {
@@ -27,6 +28,10 @@ export interface RestoredCheck {
   /** Tables compared with the manifest; null when the backup recorded no counts. */
   tablesChecked: number | null;
   rowCountMismatches: RowCountMismatch[];
+  /** Rows found per table the backup counted; null when it recorded no counts. */
+  rowCounts: Record<string, number | null> | null;
+  /** How long each query took (row counts, smoke queries), for a drill's query-time budget. */
+  queryTimings: { query: string; ms: number }[];
   schemaVersion: { expected: string | null; actual: string | null; ok: boolean };
   smokeQueries: SmokeResult[];
   analyzed: boolean;
@@ -48,12 +53,16 @@ export async function checkRestoredDatabase(params: ConnectionParams, database: 
 
     // Row counts: every table the backup counted must be there with exactly as many rows.
     const rowCountMismatches: RowCountMismatch[] = [];
+    const queryTimings: { query: string; ms: number }[] = [];
     let tablesChecked: number | null = null;
+    let rowCounts: Record<string, number | null> | null = null;
     if (expected.rowCounts) {
       const tables = await listTables(client);
-      const actual = await countRows(client, tables.filter((t) => tableKey(t) in expected.rowCounts!));
+      const actual = await countRows(client, tables.filter((t) => tableKey(t) in expected.rowCounts!), (table, ms) => queryTimings.push({ query: `count(*) ${table}`, ms }));
+      rowCounts = {};
       for (const [table, rows] of Object.entries(expected.rowCounts)) {
         const found = actual[table];
+        rowCounts[table] = found ?? null;
         if (found !== rows) rowCountMismatches.push({ table, expected: rows, actual: found ?? null });
       }
       tablesChecked = Object.keys(expected.rowCounts).length;
@@ -75,6 +84,7 @@ export async function checkRestoredDatabase(params: ConnectionParams, database: 
     for (const smoke of expected.smokeQueries) {
       const result = await runSmokeQuery(client, smoke);
       smokeQueries.push(result);
+      queryTimings.push({ query: `smoke: ${smoke.name}`, ms: result.durationMs });
       if (!result.ok) problems.push(`smoke query "${smoke.name}": ${result.error ?? `returned ${result.actual ?? 'no row'}, expected ${result.expected}`}`);
     }
 
@@ -89,6 +99,8 @@ export async function checkRestoredDatabase(params: ConnectionParams, database: 
       database,
       tablesChecked,
       rowCountMismatches,
+      rowCounts,
+      queryTimings,
       schemaVersion: { expected: expectedVersion, actual: version.value, ok: versionOk },
       smokeQueries,
       analyzed,
@@ -101,18 +113,22 @@ export async function checkRestoredDatabase(params: ConnectionParams, database: 
 
 async function runSmokeQuery(client: pg.Client, smoke: SmokeQuery): Promise<SmokeResult> {
   const expected = smoke.expect === undefined ? null : String(smoke.expect);
+  const started = performance.now();
+  const took = (): number => Math.round((performance.now() - started) * 10) / 10;
   try {
     // Read-only, so a smoke query can never change the restored data.
     await client.query('BEGIN READ ONLY');
     const result = await client.query({ text: smoke.sql, rowMode: 'array' });
+    const durationMs = took();
     await client.query('COMMIT');
     const row = result.rows[0] as unknown[] | undefined;
-    if (!row) return { name: smoke.name, ok: false, expected, actual: null, error: 'returned no row' };
+    if (!row) return { name: smoke.name, ok: false, expected, actual: null, error: 'returned no row', durationMs };
     const value = row[0];
     const actual = value === null || value === undefined ? null : String(value);
-    return { name: smoke.name, ok: expected === null || actual === expected, expected, actual };
+    return { name: smoke.name, ok: expected === null || actual === expected, expected, actual, durationMs };
   } catch (error) {
+    const durationMs = took();
     await client.query('ROLLBACK').catch(() => undefined);
-    return { name: smoke.name, ok: false, expected, actual: null, error: (error as Error).message };
+    return { name: smoke.name, ok: false, expected, actual: null, error: (error as Error).message, durationMs };
   }
 }

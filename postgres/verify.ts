@@ -58,6 +58,8 @@ export async function verifyArtifact(request: VerifyRequest): Promise<Verificati
     checkedAt,
     sha256Matches,
     sizeMatches,
+    sha256,
+    size: checksum.bytes,
     tocEntries,
     completeMarker,
     ...(problems.length > 0 ? { error: problems.join('; ') } : {}),

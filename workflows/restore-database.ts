@@ -415,6 +415,8 @@ function skippedVerification(plan: RestorePlan): RestoredCheck {
     database: plan.target,
     tablesChecked: null,
     rowCountMismatches: [],
+    rowCounts: null,
+    queryTimings: [],
     schemaVersion: { expected: null, actual: null, ok: false },
     smokeQueries: [],
     analyzed: false,

@@ -1,0 +1,244 @@
+import { createHash } from 'node:crypto';
+import { ScheduleNotFoundError, type Client, type ScheduleDescription, type ScheduleOptions, type ScheduleUpdateOptions } from '@temporalio/client';
+import type { Config, ScheduleConfig } from '../config/schema.js';
+import { UsageError } from '../client/output.js';
+import type { BackupInput } from '../workflows/backup-input.js';
+import type { DrillInput } from '../workflows/drill-input.js';
+import { DATABASE_ATTRIBUTE, LABEL_ATTRIBUTE, OPERATION_ATTRIBUTE } from '../workflows/search-attributes.js';
+import { describeSpec, overlapPolicy, scheduleSpec } from './spec.js';
+
+// `pgrunbook schedules apply`: make the Temporal Schedules match the config. Schedules are
+// created, updated and deleted by id; only schedules carrying pgrunbook's memo are ever updated
+// or deleted, and running it twice changes nothing.
+
+export type ScheduleKind = 'backup' | 'drill';
+export const SCHEDULE_KINDS: readonly ScheduleKind[] = ['backup', 'drill'];
+
+export const scheduleIdOf = (kind: ScheduleKind, database: string): string => `pgrunbook-${kind}-${database}`;
+
+/** Key of the schedule memo that marks a schedule as pgrunbook's. Set at creation; an update cannot change a schedule's memo. */
+export const OWNER_MEMO_KEY = 'pgrunbook';
+export interface OwnerMemo {
+  managedBy: 'pgrunbook schedules apply';
+  database: string;
+  kind: ScheduleKind;
+}
+
+/**
+ * Key in the start-workflow action's memo (which updates can change) recording what the schedule
+ * was last applied from: hashes of spec, action and policies, and the config's `paused`.
+ */
+export const APPLIED_MEMO_KEY = 'pgrunbookSchedule';
+export interface AppliedMemo {
+  hashes: { spec: string; action: string; policies: string };
+  paused: boolean;
+}
+
+/** What the config asks for, one per database and kind; `options` only when enabled. */
+export interface DesiredSchedule {
+  scheduleId: string;
+  database: string;
+  kind: ScheduleKind;
+  enabled: boolean;
+  /** The spec in words. */
+  spec?: string;
+  options?: ScheduleOptions;
+  applied?: AppliedMemo;
+}
+
+export type ScheduleChangeAction = 'created' | 'updated' | 'deleted' | 'unchanged';
+
+export interface ScheduleChange {
+  scheduleId: string;
+  database: string;
+  kind: ScheduleKind | null;
+  action: ScheduleChangeAction;
+  /** Why, in words: "not in Temporal yet", "spec changed", "disabled in the config". */
+  reason: string;
+  spec?: string;
+}
+
+const WORKFLOW: Record<ScheduleKind, { type: string; idBase: (database: string) => string }> = {
+  backup: { type: 'backupDatabase', idBase: (database) => `backup-${database}` },
+  drill: { type: 'runRestoreDrill', idBase: (database) => `drill-${database}` },
+};
+
+/** Every database's backup and drill schedule as the config wants it. */
+export function desiredSchedules(config: Config): DesiredSchedule[] {
+  const desired: DesiredSchedule[] = [];
+  for (const [database, db] of Object.entries(config.databases)) {
+    for (const kind of SCHEDULE_KINDS) {
+      const schedule = db.schedules[kind];
+      const scheduleId = scheduleIdOf(kind, database);
+      if (!schedule.enabled) {
+        desired.push({ scheduleId, database, kind, enabled: false });
+        continue;
+      }
+      desired.push({ scheduleId, database, kind, enabled: true, ...scheduleOptions(config, database, kind, schedule) });
+    }
+  }
+  return desired;
+}
+
+function scheduleOptions(config: Config, database: string, kind: ScheduleKind, schedule: ScheduleConfig): { spec: string; options: ScheduleOptions; applied: AppliedMemo } {
+  const spec = scheduleSpec(schedule);
+  // The workflow id is a base: Temporal appends the scheduled time, e.g. backup-app-2026-11-21T02:00:00Z.
+  const action = {
+    type: 'startWorkflow' as const,
+    workflowType: WORKFLOW[kind].type,
+    workflowId: WORKFLOW[kind].idBase(database),
+    taskQueue: config.temporal.taskQueue,
+    args: [kind === 'backup' ? ({ database, label: 'scheduled' } satisfies BackupInput) : ({ database, requestedBy: 'schedule' } satisfies DrillInput)],
+    typedSearchAttributes: [
+      { key: DATABASE_ATTRIBUTE, value: database },
+      { key: OPERATION_ATTRIBUTE, value: kind },
+      ...(kind === 'backup' ? [{ key: LABEL_ATTRIBUTE, value: 'scheduled' }] : []),
+    ],
+  };
+  const policies = { overlap: overlapPolicy(schedule.overlap), catchupWindow: Math.round(schedule.catchupWindowMinutes * 60_000) };
+  const applied: AppliedMemo = {
+    hashes: {
+      spec: hashOf(spec),
+      action: hashOf({ ...action, typedSearchAttributes: action.typedSearchAttributes.map((a) => [a.key.name, a.value]) }),
+      policies: hashOf(policies),
+    },
+    paused: schedule.paused,
+  };
+  const owner: OwnerMemo = { managedBy: 'pgrunbook schedules apply', database, kind };
+  return {
+    spec: describeSpec(spec),
+    applied,
+    options: {
+      scheduleId: scheduleIdOf(kind, database),
+      spec,
+      action: { ...action, memo: { [APPLIED_MEMO_KEY]: applied } },
+      policies,
+      memo: { [OWNER_MEMO_KEY]: owner },
+      state: schedule.paused ? { paused: true, note: `paused by the config (databases.${database}.schedules.${kind}.paused)` } : {},
+    },
+  };
+}
+
+/** The pgrunbook memo of a schedule, or null for a schedule pgrunbook did not create. */
+export function ownerOf(memo: Record<string, unknown> | undefined): OwnerMemo | null {
+  const owner = memo?.[OWNER_MEMO_KEY] as Partial<OwnerMemo> | undefined;
+  return owner?.managedBy === 'pgrunbook schedules apply' && typeof owner.database === 'string' ? (owner as OwnerMemo) : null;
+}
+
+function appliedOf(description: ScheduleDescription): AppliedMemo | null {
+  return (description.action.memo?.[APPLIED_MEMO_KEY] as AppliedMemo | undefined) ?? null;
+}
+
+/** The described schedule, or null when there is none with that id. */
+export async function describeIfExists(client: Client, scheduleId: string): Promise<ScheduleDescription | null> {
+  try {
+    return await client.schedule.getHandle(scheduleId).describe();
+  } catch (error) {
+    if (error instanceof ScheduleNotFoundError) return null;
+    throw error;
+  }
+}
+
+interface PlannedChange extends ScheduleChange {
+  desired?: DesiredSchedule;
+}
+
+/**
+ * Compares the config with Temporal and says what `apply` would do, changing nothing. Refuses,
+ * before anything changes, when one of pgrunbook's ids is taken by a schedule it did not create.
+ */
+export async function planSchedules(client: Client, config: Config): Promise<PlannedChange[]> {
+  const desired = desiredSchedules(config);
+  const plan: PlannedChange[] = [];
+  const conflicts: string[] = [];
+  // The config's own ids, by id: strongly consistent, unlike listing.
+  const existing = await Promise.all(desired.map((d) => describeIfExists(client, d.scheduleId)));
+  desired.forEach((d, i) => {
+    const current = existing[i] ?? null;
+    const base = { scheduleId: d.scheduleId, database: d.database, kind: d.kind, desired: d, ...(d.spec ? { spec: d.spec } : {}) };
+    if (current && !ownerOf(current.memo)) {
+      // Not ours: refused if the config wants that id, otherwise left alone.
+      if (d.enabled) conflicts.push(d.scheduleId);
+      return;
+    }
+    if (!d.enabled) {
+      if (current) plan.push({ ...base, action: 'deleted', reason: `disabled in the config (databases.${d.database}.schedules.${d.kind}.enabled: false)` });
+      return;
+    }
+    if (!current) {
+      plan.push({ ...base, action: 'created', reason: 'not in Temporal yet' });
+      return;
+    }
+    const changed = differences(d.applied!, appliedOf(current));
+    // Ids are namespace-wide: a config on another task queue takes its database's schedules over.
+    const moved = current.action.taskQueue !== config.temporal.taskQueue ? ` (task queue ${current.action.taskQueue} → ${config.temporal.taskQueue})` : '';
+    plan.push(changed.length ? { ...base, action: 'updated', reason: `${changed.join(', ')} changed${moved}` } : { ...base, action: 'unchanged', reason: 'matches the config' });
+  });
+  if (conflicts.length) {
+    throw new UsageError(
+      `schedule${conflicts.length > 1 ? 's' : ''} ${conflicts.map((id) => `"${id}"`).join(', ')} already exist${conflicts.length > 1 ? '' : 's'} but ${conflicts.length > 1 ? 'were' : 'was'} not created by pgrunbook; nothing was changed`,
+      `pgrunbook leaves other schedules alone: delete ${conflicts.length > 1 ? 'them' : 'it'} (temporal schedule delete --schedule-id ${conflicts[0]}), or set schedules.<kind>.enabled: false for that database`,
+    );
+  }
+  // Schedules pgrunbook created for databases no longer in the config, on this config's task queue
+  // (another site's config on another task queue owns its own).
+  const known = new Set(desired.map((d) => d.scheduleId));
+  for await (const summary of client.schedule.list()) {
+    const owner = ownerOf(summary.memo);
+    if (!owner || known.has(summary.scheduleId)) continue;
+    const current = await describeIfExists(client, summary.scheduleId);
+    if (!current || current.action.taskQueue !== config.temporal.taskQueue) continue;
+    plan.push({ scheduleId: summary.scheduleId, database: owner.database, kind: owner.kind, action: 'deleted', reason: `database "${owner.database}" is no longer in the config`, spec: describeSpec(current.spec) });
+  }
+  return plan;
+}
+
+function differences(desired: AppliedMemo, applied: AppliedMemo | null): string[] {
+  if (!applied?.hashes) return ['spec', 'action', 'policies'];
+  const changed: string[] = (['spec', 'action', 'policies'] as const).filter((part) => desired.hashes[part] !== applied.hashes[part]);
+  if (desired.paused !== applied.paused) changed.push('paused');
+  return changed;
+}
+
+/** Makes Temporal match the plan; with `dryRun`, only plans. */
+export async function applySchedules(client: Client, config: Config, options: { dryRun?: boolean } = {}): Promise<ScheduleChange[]> {
+  const plan = await planSchedules(client, config);
+  if (!options.dryRun) {
+    for (const change of plan) {
+      const handle = client.schedule.getHandle(change.scheduleId);
+      if (change.action === 'created') await client.schedule.create(change.desired!.options!);
+      else if (change.action === 'updated') await handle.update((previous) => updateOf(change.desired!, previous));
+      else if (change.action === 'deleted') await handle.delete();
+    }
+  }
+  return plan.map(({ desired: _desired, ...change }) => change);
+}
+
+/**
+ * The whole schedule as the config wants it. Its pause state stays as an operator left it,
+ * unless the config's own `paused` changed since the last apply.
+ */
+function updateOf(desired: DesiredSchedule, previous: ScheduleDescription): ScheduleUpdateOptions {
+  const { spec, action, policies } = desired.options!;
+  const applied = appliedOf(previous);
+  const configPausedChanged = applied !== null && applied.paused !== desired.applied!.paused;
+  const state = configPausedChanged
+    ? { paused: desired.applied!.paused, note: `${desired.applied!.paused ? 'paused' : 'unpaused'} by the config (databases.${desired.database}.schedules.${desired.kind}.paused)` }
+    : { paused: previous.state.paused, note: previous.state.note, remainingActions: previous.state.remainingActions };
+  return { spec, action, policies, state };
+}
+
+/** sha256 of a canonical JSON rendering (object keys sorted), shortened. */
+function hashOf(value: unknown): string {
+  return createHash('sha256').update(canonicalJson(value)).digest('hex').slice(0, 16);
+}
+
+function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (value instanceof Date) return JSON.stringify(value.toISOString());
+  if (value && typeof value === 'object') {
+    const entries = Object.entries(value as Record<string, unknown>).filter(([, v]) => v !== undefined);
+    return `{${entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
+  }
+  return JSON.stringify(value) ?? 'null';
+}
