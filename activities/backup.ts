@@ -57,7 +57,7 @@ export type ManifestDraft = Omit<Manifest, 'pgrunbookVersion' | 'manifestVersion
  * Workflows pass ids only; connections and credentials are resolved here, from the worker's config.
  */
 export function createBackupActivities(deps: ActivityDeps) {
-  const { databaseConfig, connection, repository, withHeartbeat, byteProgress } = activitySupport(deps);
+  const { databaseConfig, stepSettings, connection, repository, withHeartbeat, byteProgress } = activitySupport(deps);
 
   return {
     /** Resolves config for a backup: repository, format, compression, timeouts. No I/O. */
@@ -74,13 +74,7 @@ export function createBackupActivities(deps: ActivityDeps) {
         format,
         compression,
         dumpFile: dumpFileName(format),
-        heartbeatSeconds: deps.config.timeouts.heartbeatSeconds,
-        longStepSeconds: Math.round(deps.config.timeouts.longStepHours * 3600),
-        retry: {
-          maximumAttempts: deps.config.retry.maxAttempts,
-          initialIntervalSeconds: deps.config.retry.initialIntervalSeconds,
-          maximumIntervalSeconds: deps.config.retry.maximumIntervalSeconds,
-        },
+        ...stepSettings(),
       };
     },
 

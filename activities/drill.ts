@@ -11,18 +11,16 @@ import { byteLength, MAX_IDENTIFIER_BYTES } from '../postgres/database-names.js'
 import { drillClusterName, isDrillClusterDir, provisionDrillCluster, removeDrillCluster } from '../postgres/drill-cluster.js';
 import { classifyPostgresError, failure } from '../postgres/errors.js';
 import { clientToolsFor } from '../postgres/tools.js';
-import { verifyArtifact } from '../postgres/verify.js';
 import { checkRestoredDatabase, type RestoredCheck } from '../postgres/verify-restored.js';
 import { registerSecret, scrubSecrets } from '../process/secrets.js';
 import { readManifest } from '../repository/catalog.js';
-import { artifactKey } from '../repository/layout.js';
 import { drillReportKey, type DrillCheck, type DrillReport } from '../repository/reports.js';
 import { writeAll } from '../repository/types.js';
 import { postgresServerBinDir } from '../stack/binaries.js';
 import { freePort } from '../stack/ports.js';
 import type { ParsedDrillInput } from '../workflows/drill-input.js';
 import { resolveRestorableBackup, type RestorePlan, type RestoreStepResult } from './restore.js';
-import { createRestoreInto, type RestoreTarget } from './restore-into.js';
+import { createRestoreSteps, type RestoreTarget } from './restore-into.js';
 import { activitySupport, type ActivityDeps } from './support.js';
 import { PGRUNBOOK_VERSION } from './version.js';
 
@@ -79,8 +77,8 @@ const DRILL_DATABASE = /__drill_\d{14}$/;
 export const drillDatabaseName = (database: string, stamp: string): string => `${database}__drill_${stamp}`;
 
 export function createDrillActivities(deps: ActivityDeps) {
-  const { env, databaseConfig, connection, repository, withHeartbeat, byteProgress, resolving } = activitySupport(deps);
-  const restoreInto = createRestoreInto(deps);
+  const { env, stepSettings, databaseConfig, connection, repository, withHeartbeat, resolving } = activitySupport(deps);
+  const { restoreInto, verifyArchive } = createRestoreSteps(deps);
 
   /** The drill server's connection: the database's drill.target, resolved in the worker like a database's. */
   function serverParams(database: string, target: DrillServerTarget): ConnectionParams {
@@ -128,15 +126,7 @@ export function createDrillActivities(deps: ActivityDeps) {
       if (byteLength(target.database) > MAX_IDENTIFIER_BYTES) {
         throw failure('InvalidInput', `drill database name ${target.database} is ${byteLength(target.database)} bytes; PostgreSQL allows ${MAX_IDENTIFIER_BYTES}`, 'use a cluster target (it restores under the original name)');
       }
-      const settings = {
-        heartbeatSeconds: deps.config.timeouts.heartbeatSeconds,
-        longStepSeconds: Math.round(deps.config.timeouts.longStepHours * 3600),
-        retry: {
-          maximumAttempts: deps.config.retry.maxAttempts,
-          initialIntervalSeconds: deps.config.retry.initialIntervalSeconds,
-          maximumIntervalSeconds: deps.config.retry.maximumIntervalSeconds,
-        },
-      };
+      const settings = stepSettings();
       let restore: RestorePlan | null = null;
       if (!needsFreshBackup) {
         const manifest = await resolveRestorableBackup(repository(repositoryId), request.database, request.backup);
@@ -210,17 +200,7 @@ export function createDrillActivities(deps: ActivityDeps) {
       const manifest = await readManifest(repository(plan.repository), plan.backupId);
       const dumpedBy = Number(/\(PostgreSQL\)\s+(\d+)/.exec(manifest.pgDumpVersion ?? '')?.[1] ?? 0);
       const tools = await clientToolsFor(dumpedBy, databaseConfig(plan.database).pgBinDir);
-      const verification = await withHeartbeat((report) =>
-        verifyArtifact({
-          repository: repository(plan.repository),
-          key: artifactKey(plan.backupId, plan.dumpFile),
-          format: plan.format,
-          expected: { size: plan.dump.size, sha256: plan.dump.sha256 },
-          pgRestore: tools.pgRestore,
-          signal: Context.current().cancellationSignal,
-          onBytes: byteProgress(report),
-        }),
-      );
+      const verification = await verifyArchive(plan, tools.pgRestore);
       return {
         name: 'artifact checksum',
         kind: 'checksum',

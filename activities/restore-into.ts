@@ -5,8 +5,10 @@ import { describeConnection, type ConnectionParams } from '../postgres/connectio
 import { classifyToolError, failure } from '../postgres/errors.js';
 import { ArchiveChangedError, restoreArchive, type RestorePhase } from '../postgres/restore.js';
 import { clientToolsFor } from '../postgres/tools.js';
+import { verifyArtifact } from '../postgres/verify.js';
 import { ToolError } from '../process/run.js';
 import { artifactKey } from '../repository/layout.js';
+import type { Verification } from '../repository/manifest.js';
 import { progressSignal, type RestoreProgress } from '../workflows/restore-messages.js';
 import type { RestorePlan, RestoreStepResult } from './restore.js';
 import { activitySupport, type ActivityDeps } from './support.js';
@@ -21,7 +23,7 @@ export interface RestoreTarget {
   pgBinDir: string | undefined;
 }
 
-export function createRestoreInto(deps: ActivityDeps) {
+export function createRestoreSteps(deps: ActivityDeps) {
   const { databaseConfig, connection, repository, withHeartbeat, byteProgress } = activitySupport(deps);
 
   /** Progress for the status query: a signal every few seconds while bytes move. */
@@ -45,7 +47,7 @@ export function createRestoreInto(deps: ActivityDeps) {
    * Restores the plan's archive into `into`, on the plan's server or on `target` (a drill's
    * disposable server). Idempotency is the caller's: it hands over an empty database.
    */
-  return async function restoreInto(input: { plan: RestorePlan; into: string; step: string; target?: RestoreTarget }): Promise<RestoreStepResult> {
+  async function restoreInto(input: { plan: RestorePlan; into: string; step: string; target?: RestoreTarget }): Promise<RestoreStepResult> {
     const { plan } = input;
     const db = databaseConfig(plan.database);
     const params = input.target?.params ?? connection(plan.database);
@@ -110,5 +112,22 @@ export function createRestoreInto(deps: ActivityDeps) {
       }
       throw classified;
     }
-  };
+  }
+
+  /** The plan's archive read back end to end: sha256 and size against the manifest, and pg_restore -l. */
+  async function verifyArchive(plan: RestorePlan, pgRestore: string): Promise<Verification> {
+    return withHeartbeat((report) =>
+      verifyArtifact({
+        repository: repository(plan.repository),
+        key: artifactKey(plan.backupId, plan.dumpFile),
+        format: plan.format,
+        expected: { size: plan.dump.size, sha256: plan.dump.sha256 },
+        pgRestore,
+        signal: Context.current().cancellationSignal,
+        onBytes: byteProgress(report),
+      }),
+    );
+  }
+
+  return { restoreInto, verifyArchive };
 }

@@ -17,15 +17,14 @@ import { byteLength, isScratchDatabaseName, MAX_IDENTIFIER_BYTES, preRestoreData
 import { prunePreRestoreDatabases } from '../postgres/pre-restore.js';
 import { classifyPostgresError, failure } from '../postgres/errors.js';
 import { clientToolsFor } from '../postgres/tools.js';
-import { verifyArtifact } from '../postgres/verify.js';
 import { checkRestoredDatabase, type RestoredCheck } from '../postgres/verify-restored.js';
 import { scrubSecrets } from '../process/secrets.js';
 import { latestGoodBackup, readManifest } from '../repository/catalog.js';
-import { artifactKey, compactTimestamp, type DumpFormat } from '../repository/layout.js';
+import { compactTimestamp, type DumpFormat } from '../repository/layout.js';
 import type { Manifest, Verification } from '../repository/manifest.js';
 import { writeAll, type Repository } from '../repository/types.js';
 import type { ParsedRestoreInput } from '../workflows/restore-input.js';
-import { createRestoreInto } from './restore-into.js';
+import { createRestoreSteps } from './restore-into.js';
 import { activitySupport, type ActivityDeps } from './support.js';
 import { PGRUNBOOK_VERSION } from './version.js';
 
@@ -126,7 +125,7 @@ export const restoreReportKey = (database: string, startedAt: Date): string => `
  * drops scratch names, the in-place recreate only runs with a verified safety backup.
  */
 export function createRestoreActivities(deps: ActivityDeps) {
-  const { env, databaseConfig, connection, repository, withHeartbeat, byteProgress } = activitySupport(deps);
+  const { env, stepSettings, databaseConfig, connection, repository, withHeartbeat } = activitySupport(deps);
 
   const maintenance = <T>(database: string, run: (client: pg.Client, params: ConnectionParams) => Promise<T>): Promise<T> => {
     const params = connection(database);
@@ -145,7 +144,7 @@ export function createRestoreActivities(deps: ActivityDeps) {
     return failure(type, scrubSecrets((error as Error)?.message ?? String(error)));
   };
 
-  const restoreInto = createRestoreInto(deps);
+  const { restoreInto, verifyArchive } = createRestoreSteps(deps);
 
   /** An empty database to restore into: created, or re-created when a killed attempt left objects in it. */
   async function freshDatabase(plan: RestorePlan, name: string, like: DatabaseInfo | null): Promise<void> {
@@ -208,14 +207,8 @@ export function createRestoreActivities(deps: ActivityDeps) {
         onStepFailure: request.onStepFailure ?? db.restore.onStepFailure,
         decisionTimeoutSeconds: Math.round(db.restore.decisionTimeoutHours * 3600),
         keepPreRestoreDays: db.restore.keepPreRestoreDays ?? null,
-        heartbeatSeconds: deps.config.timeouts.heartbeatSeconds,
-        longStepSeconds: Math.round(deps.config.timeouts.longStepHours * 3600),
         drainTimeoutSeconds: db.restore.drainTimeoutSeconds,
-        retry: {
-          maximumAttempts: deps.config.retry.maxAttempts,
-          initialIntervalSeconds: deps.config.retry.initialIntervalSeconds,
-          maximumIntervalSeconds: deps.config.retry.maximumIntervalSeconds,
-        },
+        ...stepSettings(),
       };
     },
 
@@ -272,17 +265,7 @@ export function createRestoreActivities(deps: ActivityDeps) {
         throw failure('InsufficientSpace', short.map((f) => `${f.where} ${f.path}: ${f.availableBytes} bytes free, ${f.neededBytes} needed`).join('; '), 'free space, or set restore.tempDir to a bigger disk');
       }
 
-      const verification = await withHeartbeat((report) =>
-        verifyArtifact({
-          repository: repository(plan.repository),
-          key: artifactKey(plan.backupId, plan.dumpFile),
-          format: plan.format,
-          expected: { size: plan.dump.size, sha256: plan.dump.sha256 },
-          pgRestore: tools.pgRestore,
-          signal: Context.current().cancellationSignal,
-          onBytes: byteProgress(report),
-        }),
-      );
+      const verification = await verifyArchive(plan, tools.pgRestore);
       if (!verification.ok) {
         throw failure('VerificationFailed', `backup ${plan.backupId} failed verification at preflight: ${verification.error ?? 'unknown reason'}; nothing was changed`, `run \`pgrunbook backups verify ${plan.backupId}\`; restore another backup with --backup`);
       }

@@ -70,8 +70,22 @@ export function activitySupport(deps: ActivityDeps) {
     return (bytes) => report({ bytes, bytesPerSecond: Math.round(bytes / Math.max((Date.now() - started) / 1000, 0.001)) });
   }
 
+  /** Timeouts and retries for a runbook's activities, from the config (the workflow's activityProfiles). */
+  function stepSettings() {
+    return {
+      heartbeatSeconds: deps.config.timeouts.heartbeatSeconds,
+      longStepSeconds: Math.round(deps.config.timeouts.longStepHours * 3600),
+      retry: {
+        maximumAttempts: deps.config.retry.maxAttempts,
+        initialIntervalSeconds: deps.config.retry.initialIntervalSeconds,
+        maximumIntervalSeconds: deps.config.retry.maximumIntervalSeconds,
+      },
+    };
+  }
+
   return {
     env,
+    stepSettings,
     databaseConfig,
     resolving,
     connection: (database: string): ConnectionParams => resolving(() => resolveConnection(database, databaseConfig(database), env)),

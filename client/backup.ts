@@ -6,7 +6,8 @@ import { BackupInput, describeIssues } from '../workflows/backup-input.js';
 import type { BackupResult } from '../workflows/backup-database.js';
 import { statusQuery, type RunbookStatus } from '../workflows/runbook.js';
 import { DATABASE_ATTRIBUTE, LABEL_ATTRIBUTE, OPERATION_ATTRIBUTE } from '../workflows/search-attributes.js';
-import { UsageError, formatBytes } from './output.js';
+import { formatBytes } from '../report/units.js';
+import { UsageError } from './output.js';
 
 /** Validates the input against the schema and the config, then starts `backupDatabase`. */
 export async function startBackup(client: Client, config: Config, raw: BackupInput): Promise<WorkflowHandleWithFirstExecutionRunId<(input: BackupInput) => Promise<BackupResult>>> {

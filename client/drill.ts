@@ -7,7 +7,8 @@ import { DrillInput } from '../workflows/drill-input.js';
 import type { DrillResult } from '../workflows/restore-drill.js';
 import { DATABASE_ATTRIBUTE, OPERATION_ATTRIBUTE } from '../workflows/search-attributes.js';
 import { assertConfigured } from './backup.js';
-import { formatSeconds, UsageError } from './output.js';
+import { formatDuration } from '../report/units.js';
+import { UsageError } from './output.js';
 
 /** Validates the request, then starts `runRestoreDrill` as `drill-<db>-<timestamp>`. */
 export async function startDrill(client: Client, config: Config, raw: DrillInput): Promise<WorkflowHandleWithFirstExecutionRunId<(input: DrillInput) => Promise<DrillResult>>> {
@@ -41,8 +42,8 @@ export function describeDrillReport(r: DrillReport, reportKey?: string | null): 
     `restore drill of ${r.database}: ${verdict}${r.error ? ` at ${r.error.step}` : ''}`,
     `  backup        ${r.backup_id ?? '(none)'}`,
     `  target        ${r.target ? `${r.target.type} ${r.target.server ?? ''} ${r.target.server_version ? `(PostgreSQL ${r.target.server_version})` : ''}`.trim() : '(not provisioned)'}`,
-    `  RTO           ${r.rto_seconds === null ? '-' : formatSeconds(r.rto_seconds)}${r.restore_seconds !== null ? ` (pg_restore ${formatSeconds(r.restore_seconds)})` : ''}`,
-    `  RPO           ${r.rpo_seconds === null ? '-' : `${formatSeconds(r.rpo_seconds)} (backup age when the drill started)`}`,
+    `  RTO           ${r.rto_seconds === null ? '-' : formatDuration(r.rto_seconds)}${r.restore_seconds !== null ? ` (pg_restore ${formatDuration(r.restore_seconds)})` : ''}`,
+    `  RPO           ${r.rpo_seconds === null ? '-' : `${formatDuration(r.rpo_seconds)} (backup age when the drill started)`}`,
     `  schema        ${r.schema_version_before ?? '(none)'} -> ${r.schema_version_after ?? '(none)'}`,
     `  canary        ${r.canary_found === null ? 'not checked' : r.canary_found ? 'found' : 'MISSING'}`,
     `  teardown      ${r.teardown.state}${r.teardown.detail ? `: ${r.teardown.detail}` : ''}`,

@@ -82,32 +82,6 @@ export function describeError(error: unknown): { type: string; message: string; 
   return { type, message: message ?? '', ...(rest.length ? { hint: rest.join(' ') } : {}) };
 }
 
-export function formatBytes(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
-}
-
-export function formatSeconds(seconds: number): string {
-  if (seconds < 60) return `${seconds.toFixed(1)} s`;
-  if (seconds < 3600) {
-    const m = Math.floor(seconds / 60);
-    return `${m} min ${Math.round(seconds - m * 60)} s`;
-  }
-  // Backup ages (RPO) run to days: minutes and seconds stop being readable there.
-  if (seconds < 86_400) {
-    const h = Math.floor(seconds / 3600);
-    return `${h} h ${Math.round((seconds - h * 3600) / 60)} min`;
-  }
-  const d = Math.floor(seconds / 86_400);
-  return `${d} d ${Math.round((seconds - d * 86_400) / 3600)} h`;
-}
-
 export function table(headers: string[], rows: string[][]): string {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();

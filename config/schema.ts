@@ -328,9 +328,6 @@ export const DatabaseConfig = z
   });
 export type DatabaseConfig = z.infer<typeof DatabaseConfig>;
 
-/** Repository folder of drill reports, so no database id may take the name. */
-export const RESERVED_DATABASE_ID = 'reports';
-
 export const TimeoutsConfig = z
   .object({
     /** A worker that stops heartbeating for this long is presumed dead and its step is retried elsewhere. */
@@ -377,9 +374,6 @@ export const Config = z
       ctx.addIssue({ code: 'custom', path: ['defaults', 'repository'], message: `unknown repository "${config.defaults.repository}"; known: ${repositoryIds.join(', ')}` });
     }
     for (const [id, db] of Object.entries(config.databases)) {
-      if (id === RESERVED_DATABASE_ID) {
-        ctx.addIssue({ code: 'custom', path: ['databases', id], message: `"${id}" is reserved: the repository keeps drill reports under ${RESERVED_DATABASE_ID}/; give this database another id (its dbname may still be "${id}")` });
-      }
       if (db.repository && !config.repositories[db.repository]) {
         ctx.addIssue({ code: 'custom', path: ['databases', id, 'repository'], message: `unknown repository "${db.repository}"; known: ${repositoryIds.join(', ')}` });
       }

@@ -1,6 +1,6 @@
 import type { DrillReport } from '../repository/reports.js';
 import type { BackupPoint, DatabaseReport, ReportData, RestoreSummary, Timeline } from './collect.js';
-import { formatDuration, formatSize, formatTimestamp } from './units.js';
+import { formatDuration, formatBytes, formatTimestamp } from './units.js';
 
 // The static HTML report: one self-contained file (inline CSS, inline SVG, no script, no font, no
 // network), readable from a file share or a mail attachment years later. A Content-Security-Policy
@@ -42,7 +42,7 @@ function overview(data: ReportData): string {
     const passed = db.drills.filter((d) => d.outcome === 'passed').length;
     return `<tr data-testid="overview-row" data-database="${esc(db.database)}">
 <td><a href="#${esc(sectionId(db.database))}">${esc(db.database)}</a>${db.problems.length ? ' <span class="badge failed">unreadable</span>' : ''}</td>
-<td>${latestGood ? `${esc(formatTimestamp(latestGood.startedAt))}${latestGood.sizeBytes !== null ? `, ${esc(formatSize(latestGood.sizeBytes))}` : ''}` : '<span class="muted">none</span>'}</td>
+<td>${latestGood ? `${esc(formatTimestamp(latestGood.startedAt))}${latestGood.sizeBytes !== null ? `, ${esc(formatBytes(latestGood.sizeBytes))}` : ''}` : '<span class="muted">none</span>'}</td>
 <td class="num">${db.backups.length}</td>
 <td>${drill ? `${badge(drill.outcome)} ${esc(formatTimestamp(drill.started_at))}` : '<span class="muted">no drills yet</span>'}</td>
 <td class="num">${drill ? seconds(drill.rto_seconds) : '-'}</td>
@@ -84,7 +84,7 @@ function backupsPart(backups: BackupPoint[]): string {
   const rows = backups.slice(0, TABLE_ROWS).map(
     (b) => `<tr data-testid="backup-row" data-backup-id="${esc(b.id)}" data-state="${esc(b.state)}">
 <td>${esc(formatTimestamp(b.startedAt))}</td><td>${b.label ? esc(b.label) : '<span class="muted">-</span>'}</td><td>${badge(b.state)}</td>
-<td class="num">${b.sizeBytes !== null ? esc(formatSize(b.sizeBytes)) : '-'}</td><td class="num">${seconds(b.durationSeconds)}</td>
+<td class="num">${b.sizeBytes !== null ? esc(formatBytes(b.sizeBytes)) : '-'}</td><td class="num">${seconds(b.durationSeconds)}</td>
 <td>${b.error ? esc(b.error) : ''}</td></tr>`,
   );
   return `<div class="part" data-testid="backups">
@@ -173,7 +173,7 @@ interface ChartPoint {
 
 /** A time series as an inline SVG: value over time, failed runs in red, a tooltip per point. */
 function lineChart(chart: { testid: string; title: string; measure: 'bytes' | 'seconds'; points: ChartPoint[] }): string {
-  const unit = chart.measure === 'bytes' ? formatSize : formatDuration;
+  const unit = chart.measure === 'bytes' ? formatBytes : formatDuration;
   const W = 460;
   const H = 200;
   const left = 70;

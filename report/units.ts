@@ -1,7 +1,7 @@
-// Human units for the report and `drills list`. Sizes use the same binary units as
-// `pgrunbook backups list`, so a number read in the terminal matches the one in the report.
+// Human units for the CLI and the HTML report: one set, so a number read in the terminal matches
+// the one in the report.
 
-export function formatSize(bytes: number): string {
+export function formatBytes(bytes: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
   let value = bytes;
   let unit = 0;

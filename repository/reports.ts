@@ -1,11 +1,14 @@
-import { RESERVED_DATABASE_ID } from '../config/schema.js';
 import { compactTimestamp } from './layout.js';
 import type { Repository } from './types.js';
 import { readAll } from './types.js';
 
 // Reports kept in a repository beside the backups. Drill reports (seed 002 §3: "Writes JSON result
 // to reports/restore_drill_result_<timestamp>.json") live under `reports/<database>/`; restore
-// reports under `<database>/_reports/`. Neither is ever listed as a backup.
+// reports under `<database>/_reports/`. Neither is ever listed as a backup: a backup id is
+// `<database>/<YYYYMMDDTHHMMSSZ>[_label]`, so even a database with the id "reports" keeps its
+// backups (`reports/20261121T020000Z/`) apart from drill reports (`reports/<database>/drill-...`).
+
+const REPORTS_FOLDER = 'reports';
 
 export type DrillCheckKind = 'checksum' | 'row-counts' | 'schema-version' | 'canary' | 'smoke-query' | 'query-budget';
 
@@ -72,11 +75,11 @@ export interface DrillReport {
   requested_by: string | null;
 }
 
-export const drillReportKey = (database: string, startedAt: Date): string => `${RESERVED_DATABASE_ID}/${database}/drill-${compactTimestamp(startedAt)}.json`;
+export const drillReportKey = (database: string, startedAt: Date): string => `${REPORTS_FOLDER}/${database}/drill-${compactTimestamp(startedAt)}.json`;
 
 /** Drill reports of a database, newest first. Unreadable files are skipped, not fatal. */
 export async function listDrillReports(repository: Repository, database: string): Promise<DrillReport[]> {
-  return readReports<DrillReport>(repository, `${RESERVED_DATABASE_ID}/${database}/drill-`);
+  return readReports<DrillReport>(repository, `${REPORTS_FOLDER}/${database}/drill-`);
 }
 
 /** Restore reports (activities/restore.ts RestoreReport) of a database, newest first. */

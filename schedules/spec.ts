@@ -85,7 +85,7 @@ export function describeSpec(spec: ScheduleSpec | ScheduleSpecDescription): stri
   const timezone = spec.timezone || 'UTC';
   const parts: string[] = [];
   for (const calendar of spec.calendars ?? []) parts.push(describeCalendar(asDescription(calendar), timezone));
-  for (const interval of spec.intervals ?? []) parts.push(`every ${formatDuration(Number(interval.every))}`);
+  for (const interval of spec.intervals ?? []) parts.push(`every ${formatInterval(Number(interval.every))}`);
   for (const cron of (spec as ScheduleSpec).cronExpressions ?? []) parts.push(`cron "${cron}" (${timezone})`);
   return parts.join('; ') || 'never (no calendar)';
 }
@@ -174,7 +174,7 @@ function listOf(ranges: FieldRange[], name: (n: number) => string): string {
 const pad = (n: number): string => String(n).padStart(2, '0');
 const title = (name: string): string => name[0] + name.slice(1).toLowerCase();
 
-export function formatDuration(ms: number): string {
+export function formatInterval(ms: number): string {
   if (ms % 3_600_000 === 0) return `${ms / 3_600_000} h`;
   if (ms % 60_000 === 0) return `${ms / 60_000} min`;
   return `${Math.round(ms / 1000)} s`;

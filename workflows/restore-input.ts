@@ -1,20 +1,17 @@
 import { z } from 'zod';
+import { BackupRef, ConfigId } from './input-fields.js';
 
 // restoreDatabase input: names only (a database id from the worker's config, a backup id), so it
 // can be typed into `temporal workflow start --input '{"database":"app","backup":"latest"}'`.
 // Connection details and secrets stay in the worker.
 
-const Id = z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'expected an id from the worker\'s config (lowercase letters, digits, "-", "_")');
 
 export const RestoreInput = z
   .object({
-    database: Id,
+    database: ConfigId,
     /** A backup id (`app/20261121T020000Z`) or `latest`: the newest verified backup. */
-    backup: z
-      .string()
-      .regex(/^(latest|[a-z0-9][a-z0-9_-]{0,62}\/\d{8}T\d{6}Z(_[A-Za-z0-9][A-Za-z0-9._-]{0,62})?)$/, 'expected "latest" or a backup id like app/20261121T020000Z (see `pgrunbook backups list`)')
-      .default('latest'),
-    repository: Id.optional(),
+    backup: BackupRef,
+    repository: ConfigId.optional(),
     /** Restore under another name (seed 000's non-destructive test restore): no approval, no app. */
     targetDatabase: z
       .string()

@@ -9,7 +9,8 @@ import { newestClientTools } from '../../postgres/tools.js';
 import type { BackupResult } from '../../workflows/backup-database.js';
 import { connectClient } from '../temporal-connection.js';
 import { describeProgress, follow, startBackup } from '../backup.js';
-import { EXIT, formatBytes, formatSeconds, table, UsageError, type Output } from '../output.js';
+import { formatBytes, formatDuration } from '../../report/units.js';
+import { EXIT, table, UsageError, type Output } from '../output.js';
 
 export async function backupCommand(loaded: LoadedConfig, out: Output, flags: { database?: string; label?: string; repository?: string; wait?: boolean }): Promise<number> {
   if (!flags.database) throw new UsageError('--database is required', 'pgrunbook backup --database <id> [--label L] [--wait]');
@@ -39,7 +40,7 @@ export function describeBackupResult(r: BackupResult): string {
     `  format      ${r.format}`,
     `  size        ${formatBytes(r.size)} (database ${formatBytes(r.databaseSizeBytes)})`,
     `  sha256      ${r.sha256}`,
-    `  duration    ${formatSeconds(r.durationSeconds)}`,
+    `  duration    ${formatDuration(r.durationSeconds)}`,
     `  verified    sha256 ${r.verification.sha256Matches ? 'matches' : 'DIFFERS'}${r.verification.tocEntries !== null ? `, pg_restore -l lists ${r.verification.tocEntries} entries` : ''}`,
   ].join('\n');
 }
@@ -69,7 +70,7 @@ export async function backupsListCommand(loaded: LoadedConfig, out: Output, flag
             r.id + (r.id === latestGood ? ' (latest good)' : ''),
             r.state,
             r.size !== null ? formatBytes(r.size) : '-',
-            r.durationSeconds !== null ? formatSeconds(r.durationSeconds) : '-',
+            r.durationSeconds !== null ? formatDuration(r.durationSeconds) : '-',
             r.finishedAt ?? '-',
           ]),
         ),

@@ -19,6 +19,9 @@ import { spawnTemporalDevServer } from '../../stack/temporal-dev-server.js';
 import { startWorker } from '../../worker/run.js';
 import type { BackupResult } from '../../workflows/backup-database.js';
 import { describeProgress, follow, startBackup } from '../backup.js';
+import { describeDrillReport, startDrill } from '../drill.js';
+import { postgresServerBinDirs } from '../../stack/binaries.js';
+import type { DrillResult } from '../../workflows/restore-drill.js';
 import { EXIT, type Output } from '../output.js';
 import { describeBackupResult } from './backup.js';
 
@@ -92,6 +95,8 @@ export async function devCommand(out: Output, flags: { demo?: boolean }): Promis
       out.info(`  pgrunbook backup --database ${databaseId} --wait`);
       out.info(`  pgrunbook backups list --database ${databaseId}`);
       out.info(`  pgrunbook restore --database ${databaseId} --target-database ${databaseId}_copy --wait`);
+      out.info(`  pgrunbook drill --database ${databaseId} --wait`);
+      out.info(`  pgrunbook report --out ${join(stateDir, 'report')}`);
       out.info(`  temporal workflow start --address 127.0.0.1:${port} --type backupDatabase --task-queue pgrunbook --input '{"database":"${databaseId}"}'`);
       out.info('Ctrl-C stops everything.');
       await new Promise<void>((done) => {
@@ -124,9 +129,22 @@ export async function devCommand(out: Output, flags: { demo?: boolean }): Promis
     await withMaintenanceClient(live, config.databases[databaseId]!.restore.maintenanceDatabase, (c) => dropDatabase(c, target));
     out.info(`dropped ${target}`);
 
-    const ok = check.ok && restored.verification.ok;
-    out.result({ ok, workflowId: handle.workflowId, ...result, reverification, restore: { workflowId: restoreHandle.workflowId, ...restored } }, () =>
-      ok ? 'demo: backup verified, restored under another name and checked' : 'demo: verification FAILED',
+    // The monthly drill, once: the same backup into a throwaway cluster, checked, timed, torn down.
+    // It needs PostgreSQL server binaries on this host (a DATABASE_URL-only machine may lack them).
+    let drill: { workflowId: string; outcome: string; rtoSeconds: number | null; rpoSeconds: number | null; reportKey: string | null } | null = null;
+    if (postgresServerBinDirs().length > 0) {
+      const drillHandle = await startDrill(client, config, { database: databaseId, backup: result.backupId, canary: false, requestedBy: 'pgrunbook dev --demo' });
+      out.info(`drill workflow ${drillHandle.workflowId} started`);
+      const drilled = await follow<DrillResult>(drillHandle, (p) => out.progress(describeProgress(p)));
+      out.info(describeDrillReport(drilled.report, drilled.reportKey));
+      drill = { workflowId: drillHandle.workflowId, outcome: drilled.report.outcome, rtoSeconds: drilled.report.rto_seconds, rpoSeconds: drilled.report.rpo_seconds, reportKey: drilled.reportKey };
+    } else {
+      out.info('no PostgreSQL server binaries on this host: skipping the restore drill (it needs initdb for its throwaway cluster)');
+    }
+
+    const ok = check.ok && restored.verification.ok && (drill === null || drill.outcome === 'passed');
+    out.result({ ok, workflowId: handle.workflowId, ...result, reverification, restore: { workflowId: restoreHandle.workflowId, ...restored }, drill }, () =>
+      ok ? `demo: backup verified, restored under another name and checked${drill ? ', drill passed' : ''}` : 'demo: verification FAILED',
     );
     return ok ? EXIT.ok : EXIT.failed;
   } finally {

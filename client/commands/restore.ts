@@ -9,7 +9,8 @@ import type { StepAction } from '../../workflows/restore-messages.js';
 import { describeProgress, describeStep, follow, readProgress, type LiveProgress } from '../backup.js';
 import { decideApproval, resolveStep, startRestore } from '../restore.js';
 import { connectClient } from '../temporal-connection.js';
-import { EXIT, formatBytes, formatSeconds, table, UsageError, type Output } from '../output.js';
+import { formatBytes, formatDuration } from '../../report/units.js';
+import { EXIT, table, UsageError, type Output } from '../output.js';
 
 export interface RestoreFlags {
   database?: string;
@@ -85,10 +86,10 @@ export function describeRestoreResult(r: RestoreResult): string {
   return [
     `restore of ${r.database} from ${r.backupId}: completed`,
     `  target        ${r.target} (${r.strategy})`,
-    `  restored      ${formatBytes(r.restore.restoredSizeBytes)} in ${formatSeconds(r.restore.seconds)} (${r.restore.method}, -j ${r.restore.jobs})`,
+    `  restored      ${formatBytes(r.restore.restoredSizeBytes)} in ${formatDuration(r.restore.seconds)} (${r.restore.method}, -j ${r.restore.jobs})`,
     `  verified      ${r.verification.ok ? `${r.verification.tablesChecked ?? 0} tables' row counts, schema version ${r.verification.schemaVersion.actual ?? '(none)'}, ${r.verification.smokeQueries.length} smoke queries` : `NOT VERIFIED: ${r.verification.problems.join('; ')}`}`,
-    `  downtime      ${r.downtimeSeconds === null ? 'none (application not touched)' : formatSeconds(r.downtimeSeconds)}`,
-    `  duration      ${formatSeconds(r.durationSeconds)}`,
+    `  downtime      ${r.downtimeSeconds === null ? 'none (application not touched)' : formatDuration(r.downtimeSeconds)}`,
+    `  duration      ${formatDuration(r.durationSeconds)}`,
     ...(r.preRestoreDatabase ? [`  old database  kept as ${r.preRestoreDatabase} (pgrunbook pre-restore list|drop)`] : []),
     ...(r.safetyBackupId ? [`  safety backup ${r.safetyBackupId}`] : []),
     ...(r.reportKey ? [`  report        ${r.reportKey}`] : []),
@@ -116,7 +117,7 @@ function renderStatus(workflowId: string, execution: string, live: LiveProgress)
   if (s.pendingDecision) lines.push(`  deadline  ${s.pendingDecision.deadline}`);
   for (const [key, value] of Object.entries(s.details)) if (value !== null && value !== '') lines.push(`  ${key.padEnd(9)} ${String(value)}`);
   if (s.finished.length > 0) {
-    lines.push('', table(['STEP', 'OUTCOME', 'DURATION', 'NOTE'], s.finished.map((f) => [f.step, f.outcome, formatSeconds(f.durationMs / 1000), (f.error ?? '').split('\n')[0]!.slice(0, 100)])));
+    lines.push('', table(['STEP', 'OUTCOME', 'DURATION', 'NOTE'], s.finished.map((f) => [f.step, f.outcome, formatDuration(f.durationMs / 1000), (f.error ?? '').split('\n')[0]!.slice(0, 100)])));
   }
   if (s.undo && s.undo.length > 0) lines.push('', `undo: ${s.undo.map((u) => `${u.name} (${u.state}${u.error ? `: ${u.error}` : ''})`).join(', ')}`);
   if (s.decisions && s.decisions.length > 0) lines.push('', ...s.decisions.map((d) => `decision: ${d.decision} ${d.step} by ${d.by} at ${d.at}${d.reason ? `: ${d.reason}` : ''}`));

@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,6 +13,7 @@ import { readAll, writeAll } from '../../repository/types.js';
 import { freePort } from '../../stack/ports.js';
 import type { BackupResult } from '../../workflows/backup-database.js';
 import type { DrillResult } from '../../workflows/restore-drill.js';
+import { processesMatching } from '../support/processes.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 
 // Restore drills end to end on the real stack: the throwaway-cluster target and the drill-server
@@ -75,17 +76,11 @@ async function expectTornDown(report: DrillReport): Promise<void> {
   expect(report.teardown.state === 'done' || report.teardown.state === 'not-needed').toBe(true);
   const leftovers = readdirSync(tmpdir()).filter((name) => name.startsWith('pgrunbook-drill-'));
   expect(leftovers).toEqual([]);
-  const postmasters = readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((pid) => {
-    try {
-      return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('pgrunbook-drill-');
-    } catch {
-      return false;
-    }
-  });
+  const postmasters = processesMatching(/pgrunbook-drill-/);
   expect(postmasters).toEqual([]);
   expect(await stack.cluster.sql("SELECT count(*) FROM pg_database WHERE datname LIKE '%\\_\\_drill\\_%'")).toBe('0');
   const port = /port (\d+)/.exec(report.target?.server ?? '')?.[1];
-  if (port) expect(existsSync(`/proc/net/unix`) && readFileSync('/proc/net/unix', 'utf8').includes(`.s.PGSQL.${port}`)).toBe(false);
+  if (port) expect(readFileSync('/proc/net/unix', 'utf8')).not.toContain(`.s.PGSQL.${port}`);
 }
 
 function check(report: DrillReport, kind: string) {

@@ -8,6 +8,7 @@ import { startDrill } from '../../client/drill.js';
 import { projectRoot } from '../../stack/binaries.js';
 import type { DrillResult } from '../../workflows/restore-drill.js';
 import { statusQuery } from '../../workflows/runbook.js';
+import { freezeAfterRead, processesMatching } from '../support/processes.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 
 // kill -9 of the worker process while a drill restores into its throwaway cluster: the cluster
@@ -26,37 +27,9 @@ afterAll(async () => {
   await stack?.teardown();
 });
 
-const drillProcesses = (name: RegExp): number[] =>
-  readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((pid) => {
-    try {
-      const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-      const env = name.source.includes('pg_restore') ? readFileSync(`/proc/${pid}/environ`, 'utf8') : '';
-      return name.test(argv) && (env === '' || env.includes('PGHOST=') && env.includes('pgrunbook-drill-'));
-    } catch {
-      return false;
-    }
-  }).map(Number);
-
-/** SIGSTOPs every pg_restore into a drill cluster once they have read `bytes` together. */
-async function freezeDrillRestoreAfter(bytes: number): Promise<number[]> {
-  const deadline = Date.now() + 90_000;
-  while (Date.now() < deadline) {
-    const pids = drillProcesses(/(^|\/)pg_restore\0/);
-    const read = pids.reduce((sum, pid) => {
-      try {
-        return sum + Number(/rchar: (\d+)/.exec(readFileSync(`/proc/${pid}/io`, 'utf8'))?.[1] ?? 0);
-      } catch {
-        return sum;
-      }
-    }, 0);
-    if (pids.length > 0 && read > bytes) {
-      for (const pid of pids) process.kill(pid, 'SIGSTOP');
-      return pids;
-    }
-    await new Promise((r) => setTimeout(r, 5));
-  }
-  throw new Error(`no pg_restore into a drill cluster read ${bytes} bytes`);
-}
+/** Processes of a drill cluster: its postmaster names the cluster directory in its argv. */
+const drillClusterProcesses = (): number[] => processesMatching(/pgrunbook-drill-/);
+const drillRestorePids = (): number[] => processesMatching(/(^|\/)pg_restore\0/, (env) => env.some((v) => v.startsWith('PGHOST=') && v.includes('pgrunbook-drill-')));
 
 describe('a worker killed with SIGKILL during a drill', () => {
   it('throwaway cluster, during pg_restore: a new worker restores again into the same cluster, the drill passes, and nothing is left', async () => {
@@ -68,14 +41,14 @@ describe('a worker killed with SIGKILL during a drill', () => {
     try {
       await (await startBackup(stack.client, config, { database: 'app' })).result();
       const handle = await startDrill(stack.client, config, { database: 'app' });
-      const frozen = await freezeDrillRestoreAfter(8 * 1024 * 1024);
+      const frozen = await freezeAfterRead('pg_restore into a drill cluster', drillRestorePids, 8 * 1024 * 1024);
       const clusters = readdirSync(tmpdir()).filter((n) => n.startsWith('pgrunbook-drill-app-'));
       expect(clusters).toHaveLength(1);
       worker.kill('SIGKILL');
       await new Promise((r) => worker.once('exit', r));
       for (const pid of frozen) process.kill(pid, 'SIGKILL');
       // The cluster survives its worker: the postmaster is not the worker's child.
-      expect(drillProcesses(/pgrunbook-drill-/).length).toBeGreaterThan(0);
+      expect(drillClusterProcesses().length).toBeGreaterThan(0);
       worker = start();
 
       const result: DrillResult = await handle.result();
@@ -91,7 +64,7 @@ describe('a worker killed with SIGKILL during a drill', () => {
 
       // Torn down: no directory, no server process, no socket.
       expect(readdirSync(tmpdir()).filter((n) => n.startsWith('pgrunbook-drill-'))).toEqual([]);
-      expect(drillProcesses(/pgrunbook-drill-/)).toEqual([]);
+      expect(drillClusterProcesses()).toEqual([]);
       expect(readFileSync('/proc/net/unix', 'utf8')).not.toContain('pgrunbook-drill-');
     } finally {
       worker.kill('SIGKILL');

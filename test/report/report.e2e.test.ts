@@ -1,24 +1,21 @@
-import { execFile } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RestoreReport } from '../../activities/restore.js';
 import { RepositoryRegistry } from '../../repository/registry.js';
 import { drillReportKey, listRestoreReports, type DrillReport } from '../../repository/reports.js';
 import { writeAll } from '../../repository/types.js';
 import { formatDuration } from '../../report/units.js';
-import { projectRoot } from '../../stack/binaries.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 import { CHROMIUM, decodePng, runChromium } from './chromium.js';
 import { drillReport } from './fixtures.js';
+import { runCli, type CliResult } from '../support/cli.js';
 
 // The whole path an operator takes: real backups and a real restore through the worker, drill
 // reports beside them, `pgrunbook report` as a CLI process, and the page opened in real headless
 // Chromium. Drill reports are written here (the drill workflow is its own issue), typed as
 // DrillReport so they stay what the drill workflow writes.
 
-const exec = promisify(execFile);
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
 
@@ -28,15 +25,7 @@ let backupIds: string[];
 let restore: RestoreReport;
 let drills: DrillReport[];
 
-async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await exec(process.execPath, [join(projectRoot, 'dist', 'client', 'main.js'), ...args, '--config', configPath], { env: stack.workerEnv });
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const e = error as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const cli = (args: string[]): Promise<CliResult> => runCli([...args, '--config', configPath], stack.workerEnv);
 
 /** One database's section of the rendered DOM (sections do not nest). */
 function section(dom: string, database: string): string {

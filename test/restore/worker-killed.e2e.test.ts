@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CommandAppConfig } from '../../app-controllers/schema.js';
@@ -10,6 +10,7 @@ import type { BackupResult } from '../../workflows/backup-database.js';
 import { statusQuery } from '../../workflows/runbook.js';
 import { contentFingerprint, type ContentFingerprint } from '../support/content.js';
 import { demoApp } from '../support/restore.js';
+import { freezeAfterRead, processesMatching } from '../support/processes.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 
 // kill -9 of the worker process at the riskiest moments of a restore; a new worker process takes
@@ -59,37 +60,10 @@ function gate(name: string): { script: string; entered: () => boolean; release: 
   };
 }
 
-function pgRestorePids(port: number): number[] {
-  return readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((pid) => {
-    try {
-      const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-      return /(^|\/)pg_restore\0/.test(argv) && readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes(`PGPORT=${port}`);
-    } catch {
-      return false;
-    }
-  }).map(Number);
-}
+const pgRestorePids = (port: number): number[] => processesMatching(/(^|\/)pg_restore\0/, (env) => env.includes(`PGPORT=${port}`));
 
 /** SIGSTOPs every pg_restore of this cluster once they have read `bytes` of the archive together. */
-async function freezePgRestoreAfter(bytes: number): Promise<number[]> {
-  const deadline = Date.now() + 60_000;
-  while (Date.now() < deadline) {
-    const pids = pgRestorePids(stack.cluster.port);
-    const read = pids.reduce((sum, pid) => {
-      try {
-        return sum + Number(/rchar: (\d+)/.exec(readFileSync(`/proc/${pid}/io`, 'utf8'))?.[1] ?? 0);
-      } catch {
-        return sum;
-      }
-    }, 0);
-    if (pids.length > 0 && read > bytes) {
-      for (const pid of pids) process.kill(pid, 'SIGSTOP');
-      return pids;
-    }
-    await new Promise((r) => setTimeout(r, 5));
-  }
-  throw new Error(`pg_restore never read ${bytes} bytes`);
-}
+const freezePgRestoreAfter = (bytes: number): Promise<number[]> => freezeAfterRead('pg_restore', () => pgRestorePids(stack.cluster.port), bytes, 60_000);
 
 async function until(what: string, probe: () => boolean | Promise<boolean>, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

@@ -1,24 +1,12 @@
-import { execFile } from 'node:child_process';
-import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { projectRoot } from '../../stack/binaries.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
+import { runCli, type CliResult } from '../support/cli.js';
 
 // The built CLI (`npm run build` first) against a real dev server.
 
-const exec = promisify(execFile);
 let stack: TestStack;
 
-async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await exec(process.execPath, [join(projectRoot, 'dist', 'client', 'main.js'), ...args], { env: stack.workerEnv });
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const e = error as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const cli = (args: string[]): Promise<CliResult> => runCli(args, stack.workerEnv);
 
 beforeAll(async () => {
   stack = await startTestStack();
