@@ -1,5 +1,5 @@
 import { chownSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync, appendFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { runTool } from '../process/run.js';
 import { asServerUser, isRoot, postgresUid } from './server-user.js';
 
@@ -59,7 +59,9 @@ export async function provisionDrillCluster(options: { dir: string; binDir: stri
   let marker = readMarker(dir);
   if (!marker) {
     rmSync(dir, { recursive: true, force: true });
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    // The parent must be traversable by the server's user (postgres, when the worker is root).
+    mkdirSync(dirname(dir), { recursive: true, mode: 0o755 });
+    mkdirSync(dir, { mode: 0o700 });
     if (asPostgres) {
       const { uid, gid } = postgresUid();
       chownSync(dir, uid, gid);

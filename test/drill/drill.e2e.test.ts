@@ -1,6 +1,7 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WorkflowFailedError } from '@temporalio/client';
 import { startBackup } from '../../client/backup.js';
@@ -41,14 +42,21 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  rmSync(clustersParent, { recursive: true, force: true });
   webhook?.server.close();
   await stack?.teardown();
 });
 
 type Databases = Record<string, object>;
 
+/** This file's drill clusters go under their own directory, so parallel test files cannot confuse the teardown checks. */
+// (In the OS temp dir, not the stack's 0700 work dir: the server runs as postgres and must reach it.)
+const clustersParent = mkdtempSync(join(tmpdir(), 'pgrunbook-test-drills-'));
+chmodSync(clustersParent, 0o755);
+const clustersDir = (): string => clustersParent;
+
 function drillConfig(repository: 'local' | 's3', drill: object = {}, extra: object = {}): Config {
-  const databases: Databases = { app: { url: stack.databaseUrl('app'), repository, drill, ...extra } };
+  const databases: Databases = { app: { url: stack.databaseUrl('app'), repository, drill: { target: { type: 'cluster', dir: clustersDir() }, ...drill }, ...extra } };
   return stack.config(databases, { notifications: { webhook: { urlEnv: 'TEST_DRILL_WEBHOOK' } } });
 }
 
@@ -74,9 +82,9 @@ async function drill(config: Config, input: { backup?: string; canary?: boolean 
 /** Nothing of the drill is left: no cluster directory or postmaster, the port is free, no scratch database. */
 async function expectTornDown(report: DrillReport): Promise<void> {
   expect(report.teardown.state === 'done' || report.teardown.state === 'not-needed').toBe(true);
-  const leftovers = readdirSync(tmpdir()).filter((name) => name.startsWith('pgrunbook-drill-'));
+  const leftovers = existsSync(clustersDir()) ? readdirSync(clustersDir()) : [];
   expect(leftovers).toEqual([]);
-  const postmasters = processesMatching(/pgrunbook-drill-/);
+  const postmasters = processesMatching(new RegExp(`${clustersDir()}/pgrunbook-drill-`));
   expect(postmasters).toEqual([]);
   expect(await stack.cluster.sql("SELECT count(*) FROM pg_database WHERE datname LIKE '%\\_\\_drill\\_%'")).toBe('0');
   const port = /port (\d+)/.exec(report.target?.server ?? '')?.[1];
@@ -152,9 +160,12 @@ describe('runRestoreDrill fails, notifies, and still tears down', () => {
     const { stop } = await stack.startWorker(config);
     webhook.received.length = 0;
     try {
-      const { report, failure } = await drill(config);
+      const { report, failure, history } = await drill(config);
       expect(failure?.cause).toMatchObject({ type: 'DrillFailed' });
       expect(report).toMatchObject({ outcome: 'failed', restore_success: false, canary_found: false, error: { step: 'checks' } });
+      // The webhook URL is the credential: it stays in the worker.
+      expect(history).not.toContain('secret-token');
+      expect(JSON.stringify(report)).not.toContain('secret-token');
       expect(check(report, 'canary')).toMatchObject({ outcome: 'fail', actual: 'missing' });
       expect(check(report, 'row-counts')).toMatchObject({ outcome: 'pass' });
       expect(report.steps.map((s) => s.step)).toEqual(['resolve', 'canary', 'backup', 'checksum', 'provision', 'restore', 'checks', 'teardown']);

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -24,16 +24,22 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  rmSync(clustersParent, { recursive: true, force: true });
   await stack?.teardown();
 });
 
 /** Processes of a drill cluster: its postmaster names the cluster directory in its argv. */
-const drillClusterProcesses = (): number[] => processesMatching(/pgrunbook-drill-/);
-const drillRestorePids = (): number[] => processesMatching(/(^|\/)pg_restore\0/, (env) => env.some((v) => v.startsWith('PGHOST=') && v.includes('pgrunbook-drill-')));
+/** This file's drill clusters live under their own directory, apart from other test files' drills. */
+// (In the OS temp dir, not the stack's 0700 work dir: the server runs as postgres and must reach it.)
+const clustersParent = mkdtempSync(join(tmpdir(), 'pgrunbook-test-drills-'));
+chmodSync(clustersParent, 0o755);
+const clustersDir = (): string => clustersParent;
+const drillClusterProcesses = (): number[] => processesMatching(new RegExp(`${clustersDir()}/pgrunbook-drill-`));
+const drillRestorePids = (): number[] => processesMatching(/(^|\/)pg_restore\0/, (env) => env.some((v) => v.startsWith(`PGHOST=${clustersDir()}/pgrunbook-drill-`)));
 
 describe('a worker killed with SIGKILL during a drill', () => {
   it('throwaway cluster, during pg_restore: a new worker restores again into the same cluster, the drill passes, and nothing is left', async () => {
-    const databases = { app: { url: stack.databaseUrl('app'), repository: 'local', drill: { jobs: 2 } } };
+    const databases = { app: { url: stack.databaseUrl('app'), repository: 'local', drill: { jobs: 2, target: { type: 'cluster', dir: clustersDir() } } } };
     const config = stack.config(databases);
     const configFile = stack.writeConfig(databases);
     const start = (): ChildProcess => spawn(process.execPath, [join(projectRoot, 'dist', 'client', 'main.js'), 'worker', '--config', configFile], { env: stack.workerEnv, stdio: ['ignore', 'ignore', 'inherit'] });
@@ -42,7 +48,7 @@ describe('a worker killed with SIGKILL during a drill', () => {
       await (await startBackup(stack.client, config, { database: 'app' })).result();
       const handle = await startDrill(stack.client, config, { database: 'app' });
       const frozen = await freezeAfterRead('pg_restore into a drill cluster', drillRestorePids, 8 * 1024 * 1024);
-      const clusters = readdirSync(tmpdir()).filter((n) => n.startsWith('pgrunbook-drill-app-'));
+      const clusters = readdirSync(clustersDir()).filter((n) => n.startsWith('pgrunbook-drill-app-'));
       expect(clusters).toHaveLength(1);
       worker.kill('SIGKILL');
       await new Promise((r) => worker.once('exit', r));
@@ -63,9 +69,9 @@ describe('a worker killed with SIGKILL during a drill', () => {
       expect(Math.max(...attempts)).toBeGreaterThanOrEqual(2);
 
       // Torn down: no directory, no server process, no socket.
-      expect(readdirSync(tmpdir()).filter((n) => n.startsWith('pgrunbook-drill-'))).toEqual([]);
+      expect(readdirSync(clustersDir())).toEqual([]);
       expect(drillClusterProcesses()).toEqual([]);
-      expect(readFileSync('/proc/net/unix', 'utf8')).not.toContain('pgrunbook-drill-');
+      expect(readFileSync('/proc/net/unix', 'utf8')).not.toContain(`${clustersDir()}/pgrunbook-drill-`);
     } finally {
       worker.kill('SIGKILL');
     }
