@@ -19,7 +19,7 @@ import { writeAll } from '../repository/types.js';
 import { postgresServerBinDir } from '../stack/binaries.js';
 import { freePort } from '../stack/ports.js';
 import type { ParsedDrillInput } from '../workflows/drill-input.js';
-import { resolveRestorableBackup, type RestorePlan, type RestoreStepResult } from './restore.js';
+import { archiveOf, resolveRestorableBackup, type RestorePlan, type RestoreStepResult } from './restore.js';
 import { createRestoreSteps, type RestoreTarget } from './restore-into.js';
 import { activitySupport, type ActivityDeps } from './support.js';
 import { PGRUNBOOK_VERSION } from './version.js';
@@ -134,12 +134,8 @@ export function createDrillActivities(deps: ActivityDeps) {
         const cluster = target.type === 'cluster';
         restore = {
           database: request.database,
-          backupId: manifest.id,
+          ...archiveOf(manifest),
           repository: repositoryId,
-          format: manifest.format,
-          dumpFile: manifest.dump.file,
-          dump: { size: manifest.dump.size, sha256: manifest.dump.sha256, databaseSizeBytes: manifest.dump.databaseSizeBytes },
-          backupStartedAt: manifest.startedAt,
           target: target.database,
           liveDatabase: params.database,
           targetIsLive: false,

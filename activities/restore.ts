@@ -185,12 +185,8 @@ export function createRestoreActivities(deps: ActivityDeps) {
       const jobs = request.jobs ?? db.restore.jobs;
       return {
         database: request.database,
-        backupId: manifest.id,
+        ...archiveOf(manifest),
         repository: repositoryId,
-        format: manifest.format,
-        dumpFile: manifest.dump.file,
-        dump: { size: manifest.dump.size, sha256: manifest.dump.sha256, databaseSizeBytes: manifest.dump.databaseSizeBytes },
-        backupStartedAt: manifest.startedAt,
         target,
         liveDatabase: params.database,
         targetIsLive,
@@ -529,6 +525,17 @@ export async function resolveRestorableBackup(repo: Repository, database: string
   }
   if (!manifest.dump || !manifest.format) throw failure('BackupNotFound', `backup ${manifest.id} records no dump file`, 'pick another backup');
   return manifest as RestorableManifest;
+}
+
+/** The plan's description of a backup's archive, from its manifest. */
+export function archiveOf(manifest: RestorableManifest): Pick<RestorePlan, 'backupId' | 'format' | 'dumpFile' | 'dump' | 'backupStartedAt'> {
+  return {
+    backupId: manifest.id,
+    format: manifest.format,
+    dumpFile: manifest.dump.file,
+    dump: { size: manifest.dump.size, sha256: manifest.dump.sha256, databaseSizeBytes: manifest.dump.databaseSizeBytes },
+    backupStartedAt: manifest.startedAt,
+  };
 }
 
 async function measure(where: string, path: string, neededBytes: number): Promise<FreeSpaceCheck> {

@@ -24,24 +24,18 @@ if { [ -z "${TEMPORAL_CLI:-}" ] && ! have temporal; } || ! have weed; then
   fi
 fi
 
-# pgbouncer is a system package; without root, say how to get it and carry on (only its tests need it).
-if ! command -v pgbouncer >/dev/null 2>&1 && [ ! -x /usr/sbin/pgbouncer ]; then
+# System packages some tests need (pgbouncer for its controller, chromium to render the HTML
+# report). As root with apt they are installed; otherwise say how, and carry on (only those
+# tests need them).
+system_package() { # package, binary, purpose
+  if command -v "$2" >/dev/null 2>&1 || [ -x "/usr/sbin/$2" ] || [ -x "/usr/bin/$2" ]; then return; fi
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "bootstrap: installing pgbouncer (apt)" >&2
+    echo "bootstrap: installing $1 (apt)" >&2
     apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pgbouncer >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$1" >/dev/null
   else
-    echo "bootstrap: pgbouncer is not installed; install it (e.g. sudo apt-get install pgbouncer) to run its tests" >&2
+    echo "bootstrap: $1 is not installed; install it (e.g. sudo apt-get install $1) to run $3" >&2
   fi
-fi
-
-# chromium renders the HTML report in its tests (headless); same rule as pgbouncer.
-if [ ! -x /usr/bin/chromium ]; then
-  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "bootstrap: installing chromium (apt)" >&2
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
-  else
-    echo "bootstrap: chromium is not installed; install it (e.g. sudo apt-get install chromium) to run the report's tests" >&2
-  fi
-fi
+}
+system_package pgbouncer pgbouncer "its tests"
+system_package chromium chromium "the report's tests"

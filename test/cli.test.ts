@@ -1,30 +1,13 @@
-import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { projectRoot } from '../stack/binaries.js';
 import { clientToolsFor } from '../postgres/tools.js';
+import { runCli, type CliResult } from './support/cli.js';
 import { startTestStack, type TestStack } from './support/stack.js';
 
-const exec = promisify(execFile);
 let stack: TestStack;
 
-interface CliResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function cli(args: string[], env: NodeJS.ProcessEnv = stack.workerEnv): Promise<CliResult> {
-  try {
-    const { stdout, stderr } = await exec(process.execPath, [join(projectRoot, 'dist', 'client', 'main.js'), ...args], { env });
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const e = error as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const cli = (args: string[], env: NodeJS.ProcessEnv = stack.workerEnv): Promise<CliResult> => runCli(args, env);
 
 beforeAll(async () => {
   stack = await startTestStack({ sampleDatabase: 'app' });
