@@ -217,8 +217,8 @@ export function createDrillActivities(deps: ActivityDeps) {
       if (drill.target.type === 'cluster') {
         const binDir = drill.target.pgBinDir ?? resolving(() => postgresServerBinDir());
         const cluster = await withHeartbeat(() => provisionDrillCluster({ dir: plan.target.clusterDir!, binDir, port: freePort }));
-        const provisioned: ProvisionedTarget = { type: 'cluster', database: plan.target.database, server: `drill cluster ${cluster.dir} (socket, port ${cluster.port})`, serverVersion: '', port: cluster.port, host: hostname() };
-        const version = await onTarget(targetOf(plan, provisioned), async (client) => (await client.query<{ v: string }>('SHOW server_version')).rows[0]!.v);
+        const provisioned: ProvisionedTarget = { type: 'cluster', database: plan.target.database, server: `${cluster.dir} (socket, port ${cluster.port})`, serverVersion: '', port: cluster.port, host: hostname() };
+        const version = await onTarget(targetOf(plan, provisioned), async (client) => (await client.query<{ v: string }>("SELECT current_setting('server_version') AS v")).rows[0]!.v);
         return { ...provisioned, serverVersion: version };
       }
       const target = targetOf(plan);
@@ -228,7 +228,7 @@ export function createDrillActivities(deps: ActivityDeps) {
           await dropDatabase(client, plan.target.database);
         }
         await createDatabase(client, plan.target.database);
-        const version = (await client.query<{ v: string }>('SHOW server_version')).rows[0]!.v;
+        const version = (await client.query<{ v: string }>("SELECT current_setting('server_version') AS v")).rows[0]!.v;
         return { type: 'server', database: plan.target.database, server: describeConnection({ ...target.params, database: plan.target.database }), serverVersion: version, port: null, host: hostname() };
       });
     },

@@ -106,6 +106,7 @@ describe('runRestoreDrill passes', () => {
       const { report, failure, history } = await drill(config);
       expect(failure).toBeUndefined();
       expect(report).toMatchObject({ outcome: 'passed', restore_success: true, canary_found: true, database: 'app', target: { type: 'cluster', database: 'app' }, error: null });
+      expect(report.target!.server_version).toMatch(/^\d+\.\d+/);
       expect(report.steps.map((s) => s.step)).toEqual(['resolve', 'canary', 'backup', 'checksum', 'provision', 'restore', 'checks', 'teardown']);
       expect(report.backup_id).toMatch(/^app\/\d{8}T\d{6}Z_drill$/);
       expect(report.checks.map((c) => [c.kind, c.outcome])).toEqual([
@@ -144,6 +145,7 @@ describe('runRestoreDrill passes', () => {
       expect(failure).toBeUndefined();
       expect(report).toMatchObject({ outcome: 'passed', restore_success: true, backup_id: made.backupId, canary_found: null, target: { type: 'server' } });
       expect(report.target!.database).toMatch(/^app__drill_\d{14}$/);
+      expect(report.target!.server_version).toMatch(/^\d+\.\d+/);
       expect(check(report, 'canary')).toMatchObject({ outcome: 'skipped' });
       expect(report.steps.map((s) => s.step)).toEqual(['resolve', 'checksum', 'provision', 'restore', 'checks', 'teardown']);
       expect(report.row_counts_after).toEqual(report.row_counts_before);
