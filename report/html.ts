@@ -125,7 +125,7 @@ function drillsPart(drills: DrillReport[]): string {
     return `<tr data-testid="drill-row" data-workflow-id="${esc(d.workflow_id)}" data-outcome="${esc(d.outcome)}" data-rto-seconds="${d.rto_seconds ?? ''}" data-rpo-seconds="${d.rpo_seconds ?? ''}">
 <td>${esc(formatTimestamp(d.started_at))}</td><td>${badge(d.outcome)}</td><td>${d.backup_id ? esc(d.backup_id) : '-'}</td>
 <td class="num" data-testid="drill-rto">${seconds(d.rto_seconds)}</td><td class="num" data-testid="drill-rpo">${seconds(d.rpo_seconds)}</td>
-<td class="num">${d.checks.filter((c) => c.outcome === 'pass').length}/${d.checks.length}</td>
+<td class="num">${checksPassed(d.checks)}</td>
 <td data-testid="drill-failed-checks">${failedChecks.map((c) => `<span class="check-failed" title="${esc(describeCheck(c))}">${esc(c.name)}</span>`).join(', ')}</td>
 <td>${d.error ? esc(`${d.error.step}: ${d.error.message}`) : ''}</td></tr>`;
   });
@@ -347,3 +347,10 @@ svg text.step { font-size: 12px; fill: var(--text); }
 .bar.failed { fill: var(--failed); }
 .bar.neutral { fill: var(--neutral); }
 `;
+
+/** "4/4 (1 skipped)": a skipped check (no canary configured) is neither a pass nor a failure. */
+function checksPassed(checks: { outcome: string }[]): string {
+  const ran = checks.filter((c) => c.outcome !== 'skipped');
+  const skipped = checks.length - ran.length;
+  return `${ran.filter((c) => c.outcome === 'pass').length}/${ran.length}${skipped > 0 ? ` (${skipped} skipped)` : ''}`;
+}
