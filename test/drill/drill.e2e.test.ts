@@ -14,6 +14,7 @@ import { readAll, writeAll } from '../../repository/types.js';
 import { freePort } from '../../stack/ports.js';
 import type { BackupResult } from '../../workflows/backup-database.js';
 import type { DrillResult } from '../../workflows/restore-drill.js';
+import { removeDrillCluster } from '../../postgres/drill-cluster.js';
 import { processesMatching } from '../support/processes.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 
@@ -42,6 +43,8 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  // A test that failed mid-drill (its Temporal server gone with it) may leave a running cluster: stop it too.
+  for (const name of readdirSync(clustersParent)) await removeDrillCluster(join(clustersParent, name)).catch(() => undefined);
   rmSync(clustersParent, { recursive: true, force: true });
   webhook?.server.close();
   await stack?.teardown();

@@ -8,6 +8,7 @@ import { startDrill } from '../../client/drill.js';
 import { projectRoot } from '../../stack/binaries.js';
 import type { DrillResult } from '../../workflows/restore-drill.js';
 import { statusQuery } from '../../workflows/runbook.js';
+import { removeDrillCluster } from '../../postgres/drill-cluster.js';
 import { freezeAfterRead, processesMatching } from '../support/processes.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 
@@ -24,6 +25,8 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  // A test that failed mid-drill (its Temporal server gone with it) may leave a running cluster: stop it too.
+  for (const name of readdirSync(clustersParent)) await removeDrillCluster(join(clustersParent, name)).catch(() => undefined);
   rmSync(clustersParent, { recursive: true, force: true });
   await stack?.teardown();
 });
