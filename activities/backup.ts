@@ -8,11 +8,12 @@ import { probeServer } from '../postgres/probe.js';
 import { clientToolsFor, newestClientTools } from '../postgres/tools.js';
 import { verifyArtifact } from '../postgres/verify.js';
 import { ARTIFACT, artifactKey, dumpFileName, type DumpFormat } from '../repository/layout.js';
-import { Manifest, type FileEntry, type Verification } from '../repository/manifest.js';
+import { Manifest, type ArchiveEncryption, type FileEntry, type Verification } from '../repository/manifest.js';
 import { writeAll } from '../repository/types.js';
 import { createHash } from 'node:crypto';
 import pg from 'pg';
 import { PGRUNBOOK_VERSION } from './version.js';
+import { createEncryptionSupport, storedName } from './encryption.js';
 import { activitySupport, type ActivityDeps } from './support.js';
 
 export type { ActivityDeps } from './support.js';
@@ -22,6 +23,10 @@ export interface BackupPlan {
   format: DumpFormat;
   compression: string;
   dumpFile: string;
+  /** The repository encrypts (age): the dump and schema.sql are stored as *.age, to these recipients. */
+  encryption?: ArchiveEncryption | null;
+  /** databases.<id>.retention is configured: the workflow starts pruneBackups after a verified backup. */
+  retention?: boolean;
   heartbeatSeconds: number;
   longStepSeconds: number;
   retry: { maximumAttempts: number; initialIntervalSeconds: number; maximumIntervalSeconds: number };
@@ -58,6 +63,7 @@ export type ManifestDraft = Omit<Manifest, 'pgrunbookVersion' | 'manifestVersion
  */
 export function createBackupActivities(deps: ActivityDeps) {
   const { databaseConfig, stepSettings, connection, repository, withHeartbeat, byteProgress } = activitySupport(deps);
+  const { encryptionFor, verificationKeys } = createEncryptionSupport(deps);
 
   return {
     /** Resolves config for a backup: repository, format, compression, timeouts. No I/O. */
@@ -69,11 +75,15 @@ export function createBackupActivities(deps: ActivityDeps) {
       if (format === 'plain' && !/^(gzip(:\d)?|none)$/.test(compression)) {
         throw failure('ConfigError', `databases.${input.database}.dump.compression: plain dumps are gzipped; ${compression} is not available for them`, 'use compression: gzip:6 with format: plain, or format: custom');
       }
+      // Recipients are read (and checked) now: a bad recipients file fails the plan, not the dump.
+      const encryption = await encryptionFor(repositoryId);
       return {
         repository: repositoryId,
         format,
         compression,
-        dumpFile: dumpFileName(format),
+        dumpFile: storedName(dumpFileName(format), encryption),
+        encryption,
+        retention: db.retention !== undefined,
         ...stepSettings(),
       };
     },
@@ -113,6 +123,7 @@ export function createBackupActivities(deps: ActivityDeps) {
           excludeTables: db.dump.excludeTables,
           rowCounts: db.dump.rowCounts,
           schemaVersionQuery: db.schemaVersionQuery,
+          ...(input.plan.encryption ? { encryptTo: input.plan.encryption.recipients } : {}),
           signal,
           onBytes: byteProgress(report),
         }));
@@ -131,6 +142,8 @@ export function createBackupActivities(deps: ActivityDeps) {
       serverMajor: number;
       rowCounts: Record<string, number> | null;
       schemaVersion: SchemaVersion;
+      /** The plan's: schema.sql is encrypted like the dump (schema.sql.age). */
+      encryption?: ArchiveEncryption | null;
     }): Promise<MetadataResult> {
       const db = databaseConfig(input.database);
       const params = connection(input.database);
@@ -163,7 +176,9 @@ export function createBackupActivities(deps: ActivityDeps) {
       const sv = input.schemaVersion;
       await put(ARTIFACT.schemaVersion, sv.query ? `${sv.value ?? ''}\n-- query: ${sv.query}\n${sv.error ? `-- error: ${sv.error}\n` : ''}` : '-- no schema version query configured or detected\n');
       try {
-        files[ARTIFACT.schema] = await withHeartbeat(() => dumpSchemaToRepository({ params, tools, repository: repo, key: artifactKey(input.backupId, ARTIFACT.schema), signal: Context.current().cancellationSignal }));
+        const schemaFile = storedName(ARTIFACT.schema, input.encryption);
+        const encryptTo = input.encryption?.recipients;
+        files[schemaFile] = await withHeartbeat(() => dumpSchemaToRepository({ params, tools, repository: repo, key: artifactKey(input.backupId, schemaFile), signal: Context.current().cancellationSignal, ...(encryptTo ? { encryptTo } : {}) }));
       } catch (error) {
         throw classifyToolError(error, describeConnection(params));
       }
@@ -171,8 +186,10 @@ export function createBackupActivities(deps: ActivityDeps) {
     },
 
     /** Step 5: re-read the stored artifact; sha256 and size must match; pg_restore -l must read it. */
-    async verifyBackup(input: { backupId: string; repository: string; file: string; format: DumpFormat; expected: { size: number; sha256: string } }): Promise<Verification> {
+    async verifyBackup(input: { backupId: string; repository: string; file: string; format: DumpFormat; expected: { size: number; sha256: string }; encryption?: ArchiveEncryption | null }): Promise<Verification> {
       const tools = await newestClientTools();
+      // Encrypted: decrypted in-stream if this worker holds the key, else checksum only (and said so).
+      const encryption = await verificationKeys(input.repository, input.encryption);
       return withHeartbeat((report) =>
         verifyArtifact({
           repository: repository(input.repository),
@@ -180,6 +197,7 @@ export function createBackupActivities(deps: ActivityDeps) {
           format: input.format,
           expected: input.expected,
           pgRestore: tools.pgRestore,
+          ...(encryption ? { encryption } : {}),
           signal: Context.current().cancellationSignal,
           onBytes: byteProgress(report),
         }),
@@ -191,6 +209,7 @@ export function createBackupActivities(deps: ActivityDeps) {
       const manifest = Manifest.parse({ manifestVersion: 1, ...draft, pgrunbookVersion: PGRUNBOOK_VERSION });
       const key = artifactKey(manifest.id, ARTIFACT.manifest);
       await writeAll(repository(manifest.repository), key, JSON.stringify(manifest, null, 2) + '\n');
+      deps.metrics?.backupFinished(manifest);
       return { key };
     },
   };

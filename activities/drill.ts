@@ -1,8 +1,8 @@
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { existsSync } from 'node:fs';
-import { Context } from '@temporalio/activity';
 import type pg from 'pg';
+import { ApplicationFailure } from '@temporalio/common';
 import { defaultRepositoryId, type DrillServerTarget } from '../config/schema.js';
 import { createDatabase, databaseExists, dropDatabase, userRelationCount, withMaintenanceClient } from '../postgres/admin.js';
 import { quoteIdent } from '../postgres/catalog.js';
@@ -12,7 +12,6 @@ import { drillClusterName, isDrillClusterDir, provisionDrillCluster, removeDrill
 import { classifyPostgresError, failure } from '../postgres/errors.js';
 import { clientToolsFor } from '../postgres/tools.js';
 import { checkRestoredDatabase, type RestoredCheck } from '../postgres/verify-restored.js';
-import { registerSecret, scrubSecrets } from '../process/secrets.js';
 import { readManifest } from '../repository/catalog.js';
 import { drillReportKey, type DrillCheck, type DrillReport } from '../repository/reports.js';
 import { writeAll } from '../repository/types.js';
@@ -20,8 +19,10 @@ import { postgresServerBinDir } from '../stack/binaries.js';
 import { freePort } from '../stack/ports.js';
 import type { ParsedDrillInput } from '../workflows/drill-input.js';
 import { archiveOf, resolveRestorableBackup, type RestorePlan, type RestoreStepResult } from './restore.js';
+import { createEncryptionSupport } from './encryption.js';
 import { createRestoreSteps, type RestoreTarget } from './restore-into.js';
 import { activitySupport, type ActivityDeps } from './support.js';
+import { postWebhook } from './notify.js';
 import { PGRUNBOOK_VERSION } from './version.js';
 
 // Restore drill activities (seed 001 §5, seed 002 §3-4): restore a backup somewhere disposable,
@@ -79,6 +80,7 @@ export const drillDatabaseName = (database: string, stamp: string): string => `$
 export function createDrillActivities(deps: ActivityDeps) {
   const { env, stepSettings, databaseConfig, connection, repository, withHeartbeat, resolving } = activitySupport(deps);
   const { restoreInto, verifyArchive } = createRestoreSteps(deps);
+  const { assertDecryptable } = createEncryptionSupport(deps);
 
   /** The drill server's connection: the database's drill.target, resolved in the worker like a database's. */
   function serverParams(database: string, target: DrillServerTarget): ConnectionParams {
@@ -196,6 +198,13 @@ export function createDrillActivities(deps: ActivityDeps) {
       const manifest = await readManifest(repository(plan.repository), plan.backupId);
       const dumpedBy = Number(/\(PostgreSQL\)\s+(\d+)/.exec(manifest.pgDumpVersion ?? '')?.[1] ?? 0);
       const tools = await clientToolsFor(dumpedBy, databaseConfig(plan.database).pgBinDir);
+      try {
+        // An encrypted backup this worker cannot decrypt is a failed drill (it proves a restore would fail), not a crash.
+        await assertDecryptable(plan, repository(plan.repository));
+      } catch (error) {
+        if (!(error instanceof ApplicationFailure) || (error.type !== 'DecryptionFailed' && error.type !== 'VerificationFailed')) throw error;
+        return { name: 'artifact checksum', kind: 'checksum', outcome: 'fail', expected: { sha256: plan.dump.sha256, size: plan.dump.size }, actual: { sha256: null, size: null, tocEntries: null }, detail: error.message };
+      }
       const verification = await verifyArchive(plan, tools.pgRestore);
       return {
         name: 'artifact checksum',
@@ -366,6 +375,7 @@ export function createDrillActivities(deps: ActivityDeps) {
       };
       const key = drillReportKey(report.database, new Date(report.started_at));
       await writeAll(repo, key, JSON.stringify(report, null, 2) + '\n');
+      deps.metrics?.drillFinished(report);
       return { key, location: `${repo.location}/${key}`, report };
     },
 
@@ -374,30 +384,15 @@ export function createDrillActivities(deps: ActivityDeps) {
      * is a secret (it is the credential) and stays in the worker.
      */
     async notifyDrillFailure(input: { database: string; workflowId: string; summary: string; reportLocation: string | null }): Promise<{ sent: boolean; detail: string }> {
-      const webhook = deps.config.notifications.webhook;
-      if (!webhook) return { sent: false, detail: 'no webhook configured (notifications.webhook.urlEnv)' };
-      const url = env[webhook.urlEnv];
-      if (!url) throw failure('ConfigError', `notifications.webhook.urlEnv: environment variable ${webhook.urlEnv} is not set`, `export ${webhook.urlEnv} in the worker's environment`);
-      registerSecret(url);
+      // Kept for drills started before the generic notify activity (their histories call this one).
       const text = `:rotating_light: pgrunbook restore drill of *${input.database}* FAILED: ${input.summary}`;
-      const payload = {
+      return postWebhook(deps, {
         text,
         blocks: [
           { type: 'section', text: { type: 'mrkdwn', text } },
-          {
-            type: 'context',
-            elements: [{ type: 'mrkdwn', text: `workflow \`${input.workflowId}\`${input.reportLocation ? ` · report ${input.reportLocation}` : ''} · \`pgrunbook drills list --database ${input.database}\`` }],
-          },
+          { type: 'context', elements: [{ type: 'mrkdwn', text: `workflow \`${input.workflowId}\`${input.reportLocation ? ` · report ${input.reportLocation}` : ''} · \`pgrunbook drills list --database ${input.database}\`` }] },
         ],
-      };
-      let response: Response;
-      try {
-        response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(payload), signal: AbortSignal.any([Context.current().cancellationSignal, AbortSignal.timeout(15_000)]) });
-      } catch (error) {
-        throw failure('NotificationFailed', `the webhook did not answer: ${scrubSecrets((error as Error).message)}`);
-      }
-      if (!response.ok) throw failure('NotificationFailed', `the webhook answered HTTP ${response.status}: ${scrubSecrets((await response.text().catch(() => '')).slice(0, 200))}`);
-      return { sent: true, detail: `HTTP ${response.status}` };
+      });
     },
   };
 }

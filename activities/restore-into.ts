@@ -6,11 +6,13 @@ import { classifyToolError, failure } from '../postgres/errors.js';
 import { ArchiveChangedError, restoreArchive, type RestorePhase } from '../postgres/restore.js';
 import { clientToolsFor } from '../postgres/tools.js';
 import { verifyArtifact } from '../postgres/verify.js';
+import { DecryptionError } from '../encryption/age.js';
 import { ToolError } from '../process/run.js';
 import { artifactKey } from '../repository/layout.js';
 import type { Verification } from '../repository/manifest.js';
 import { progressSignal, type RestoreProgress } from '../workflows/restore-messages.js';
 import type { RestorePlan, RestoreStepResult } from './restore.js';
+import { createEncryptionSupport } from './encryption.js';
 import { activitySupport, type ActivityDeps } from './support.js';
 
 // The restore of one archive into one empty database, shared by the restore runbook (scratch or
@@ -25,6 +27,7 @@ export interface RestoreTarget {
 
 export function createRestoreSteps(deps: ActivityDeps) {
   const { databaseConfig, connection, repository, withHeartbeat, byteProgress } = activitySupport(deps);
+  const { identitiesFor } = createEncryptionSupport(deps);
 
   /** Progress for the status query: a signal every few seconds while bytes move. */
   function progressReporter(step: string, totalBytes: number | null) {
@@ -58,6 +61,7 @@ export function createRestoreSteps(deps: ActivityDeps) {
     const signal = Context.current().cancellationSignal;
     const watchSize = plan.format === 'custom' && plan.jobs > 1;
     const report = progressReporter(input.step, watchSize ? plan.dump.databaseSizeBytes : plan.dump.size);
+    const identities = await identitiesFor(plan);
     try {
       // One maintenance session for the whole step: the server version, the size watch, the final size.
       // (withMaintenanceClient, not maintenance(): tool errors must reach the classification below unwrapped.)
@@ -89,6 +93,7 @@ export function createRestoreSteps(deps: ActivityDeps) {
               noPrivileges: plan.noPrivileges,
               ...(plan.role ? { role: plan.role } : {}),
               tempDir: db.restore.tempDir ?? tmpdir(),
+              ...(identities ? { identities } : {}),
               signal,
               onBytes: (current, bytes) => {
                 phase = current;
@@ -105,6 +110,9 @@ export function createRestoreSteps(deps: ActivityDeps) {
     } catch (error) {
       if (signal.aborted) throw error;
       if (error instanceof ArchiveChangedError) throw failure('VerificationFailed', error.message, 'the stored backup changed after preflight; run `pgrunbook backups verify` on it');
+      if (error instanceof DecryptionError) {
+        throw failure(error.problem === 'no-matching-identity' ? 'DecryptionFailed' : 'VerificationFailed', `decrypting ${plan.backupId} during the restore into ${input.into} failed: ${error.message}`, 'the stored backup changed after preflight, or the key did; run `pgrunbook backups verify` on it');
+      }
       const classified = classifyToolError(error, describeConnection({ ...params, database: input.into }));
       // pg_restore/psql exiting with errors will do so again: an operator must look, not a retry loop.
       if (error instanceof ToolError && error.exitCode !== undefined && classified.type === 'ToolFailed') {
@@ -116,6 +124,8 @@ export function createRestoreSteps(deps: ActivityDeps) {
 
   /** The plan's archive read back end to end: sha256 and size against the manifest, and pg_restore -l. */
   async function verifyArchive(plan: RestorePlan, pgRestore: string): Promise<Verification> {
+    // An encrypted archive is decrypted in-stream; without a matching identity this throws DecryptionFailed.
+    const identities = await identitiesFor(plan);
     return withHeartbeat((report) =>
       verifyArtifact({
         repository: repository(plan.repository),
@@ -123,6 +133,7 @@ export function createRestoreSteps(deps: ActivityDeps) {
         format: plan.format,
         expected: { size: plan.dump.size, sha256: plan.dump.sha256 },
         pgRestore,
+        ...(identities ? { encryption: { identities } } : {}),
         signal: Context.current().cancellationSignal,
         onBytes: byteProgress(report),
       }),

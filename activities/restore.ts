@@ -21,9 +21,10 @@ import { checkRestoredDatabase, type RestoredCheck } from '../postgres/verify-re
 import { scrubSecrets } from '../process/secrets.js';
 import { latestGoodBackup, readManifest } from '../repository/catalog.js';
 import { compactTimestamp, type DumpFormat } from '../repository/layout.js';
-import type { Manifest, Verification } from '../repository/manifest.js';
+import type { ArchiveEncryption, Manifest, Verification } from '../repository/manifest.js';
 import { writeAll, type Repository } from '../repository/types.js';
 import type { ParsedRestoreInput } from '../workflows/restore-input.js';
+import { createEncryptionSupport } from './encryption.js';
 import { createRestoreSteps } from './restore-into.js';
 import { activitySupport, type ActivityDeps } from './support.js';
 import { PGRUNBOOK_VERSION } from './version.js';
@@ -36,6 +37,8 @@ export interface RestorePlan {
   format: DumpFormat;
   dumpFile: string;
   dump: { size: number; sha256: string; databaseSizeBytes: number };
+  /** The backup is encrypted (age) to these recipients; absent or null: stored in the clear. */
+  encryption?: ArchiveEncryption | null;
   backupStartedAt: string;
   /** The database name restored into, and the configured (live) one. */
   target: string;
@@ -145,6 +148,7 @@ export function createRestoreActivities(deps: ActivityDeps) {
   };
 
   const { restoreInto, verifyArchive } = createRestoreSteps(deps);
+  const { assertDecryptable } = createEncryptionSupport(deps);
 
   /** An empty database to restore into: created, or re-created when a killed attempt left objects in it. */
   async function freshDatabase(plan: RestorePlan, name: string, like: DatabaseInfo | null): Promise<void> {
@@ -217,6 +221,8 @@ export function createRestoreActivities(deps: ActivityDeps) {
       const { plan } = input;
       const db = databaseConfig(plan.database);
       const warnings: string[] = [];
+      // An encrypted backup this worker cannot decrypt (no key, wrong key) fails first, in a second.
+      await assertDecryptable(plan, repository(plan.repository));
       const facts = await maintenance(plan.database, async (client) => {
         const { rows } = await client.query<{ v: string; n: string; dir: string | null }>(
           "SELECT current_setting('server_version') AS v, current_setting('server_version_num') AS n, (SELECT setting FROM pg_settings WHERE name = 'data_directory') AS dir",
@@ -245,7 +251,8 @@ export function createRestoreActivities(deps: ActivityDeps) {
       if (sourceMajor > facts.major) warnings.push(`the backup comes from PostgreSQL ${sourceMajor} and the target runs ${facts.major}: restoring into an older server may fail on newer syntax`);
 
       const freeSpace: FreeSpaceCheck[] = [];
-      const needsDownload = plan.format === 'custom' && plan.jobs > 1 && !repository(plan.repository).localFile;
+      // An encrypted archive is decrypted into a temp file for pg_restore -j, even from a local repository.
+      const needsDownload = plan.format === 'custom' && plan.jobs > 1 && (!!plan.encryption || !repository(plan.repository).localFile);
       if (needsDownload) {
         const dir = db.restore.tempDir ?? tmpdir();
         freeSpace.push(await measure('worker temp dir (download for pg_restore -j)', dir, Math.ceil(plan.dump.size * 1.05)));
@@ -468,6 +475,7 @@ export function createRestoreActivities(deps: ActivityDeps) {
         format: safety.format,
         dumpFile: safety.dump.file,
         dump: { size: safety.dump.size, sha256: safety.dump.sha256, databaseSizeBytes: safety.dump.databaseSizeBytes },
+        encryption: safety.encryption ?? null,
         jobs: safety.format === 'plain' ? 1 : input.plan.jobs,
         noOwner: false,
         noPrivileges: false,
@@ -491,6 +499,7 @@ export function createRestoreActivities(deps: ActivityDeps) {
       const repo = repository(input.repository);
       const key = restoreReportKey(input.report.database, new Date(input.report.startedAt));
       await writeAll(repo, key, JSON.stringify({ reportVersion: 1, pgrunbookVersion: PGRUNBOOK_VERSION, ...input.report }, null, 2) + '\n');
+      deps.metrics?.restoreFinished(input.report);
       return { key, location: `${repo.location}/${key}` };
     },
   };
@@ -528,12 +537,13 @@ export async function resolveRestorableBackup(repo: Repository, database: string
 }
 
 /** The plan's description of a backup's archive, from its manifest. */
-export function archiveOf(manifest: RestorableManifest): Pick<RestorePlan, 'backupId' | 'format' | 'dumpFile' | 'dump' | 'backupStartedAt'> {
+export function archiveOf(manifest: RestorableManifest): Pick<RestorePlan, 'backupId' | 'format' | 'dumpFile' | 'dump' | 'encryption' | 'backupStartedAt'> {
   return {
     backupId: manifest.id,
     format: manifest.format,
     dumpFile: manifest.dump.file,
     dump: { size: manifest.dump.size, sha256: manifest.dump.sha256, databaseSizeBytes: manifest.dump.databaseSizeBytes },
+    encryption: manifest.encryption ?? null,
     backupStartedAt: manifest.startedAt,
   };
 }

@@ -4,11 +4,14 @@ import { ConfigError } from '../config/errors.js';
 import { resolveConnection, type ConnectionParams } from '../postgres/connection.js';
 import { failure } from '../postgres/errors.js';
 import type { RepositoryRegistry } from '../repository/registry.js';
+import type { RunbookMetrics } from './runbook-metrics.js';
 
 export interface ActivityDeps {
   config: Config;
   repositories: RepositoryRegistry;
   env?: NodeJS.ProcessEnv;
+  /** Told when a runbook's last activity records its outcome (the worker's Prometheus metrics). */
+  metrics?: RunbookMetrics;
 }
 
 export interface Progress {

@@ -57,7 +57,9 @@ export interface LiveProgress {
 export async function readProgress(handle: WorkflowHandle): Promise<LiveProgress> {
   const [status, description] = await Promise.all([handle.query(statusQuery), handle.describe()]);
   const pending = description.raw.pendingActivities?.[0];
-  const payload = pending?.heartbeatDetails?.payloads?.[0];
+  let payload = pending?.heartbeatDetails?.payloads?.[0];
+  // describe() hands heartbeats over as stored: encrypted when the payload codec is on.
+  for (const codec of [...handle.client.options.loadedDataConverter.payloadCodecs].reverse()) if (payload) [payload] = await codec.decode([payload]);
   const details = payload ? (defaultPayloadConverter.fromPayload(payload) as { bytes?: number; bytesPerSecond?: number }) : undefined;
   return { status, bytes: details?.bytes, bytesPerSecond: details?.bytesPerSecond, attempt: pending?.attempt ?? undefined };
 }

@@ -5,6 +5,7 @@ import { startWorker } from '../worker/run.js';
 import { backupCommand, backupsListCommand, backupsVerifyCommand } from './commands/backup.js';
 import { devCommand } from './commands/dev.js';
 import { drillCommand } from './commands/drill.js';
+import { backupsPruneCommand } from './commands/prune.js';
 import { drillsListCommand, reportCommand } from './commands/report.js';
 import { approvalCommand, preRestoreCommand, restoreCommand, statusCommand, stepCommand } from './commands/restore.js';
 import { schedulesCommand } from './commands/schedules.js';
@@ -24,6 +25,9 @@ commands:
   backups list --database ID [--repository R]
   backups verify BACKUP_ID [--repository R]
                                         re-check a stored backup: sha256, pg_restore -l, metadata
+  backups prune --database ID [--repository R] [--dry-run] [--wait]
+                                        start pruneBackups (retention); --dry-run prints what
+                                        would go and which rule decided it, deleting nothing
   restore --database ID [--backup ID|latest] [--target-database NAME] [--strategy swap|in-place]
           [--jobs N] [--no-owner] [--no-privileges] [--role R] [--yes]
           [--safety-backup|--no-safety-backup] [--wait]
@@ -115,6 +119,7 @@ export async function main(argv: string[]): Promise<number> {
         const { config, path } = loadConfig(values.config);
         const running = await startWorker(config);
         out.info(`worker for task queue "${config.temporal.taskQueue}" on ${config.temporal.address} (config ${path}); Ctrl-C stops it`);
+        if (running.metricsUrl) out.info(`metrics on ${running.metricsUrl}/metrics`);
         await running.done;
         return EXIT.ok;
       }
@@ -123,7 +128,8 @@ export async function main(argv: string[]): Promise<number> {
       case 'backups':
         if (sub === 'list') return await backupsListCommand(loadConfig(values.config), out, values);
         if (sub === 'verify') return await backupsVerifyCommand(loadConfig(values.config), out, arg, values);
-        throw new UsageError(`unknown subcommand "backups ${sub ?? ''}"`, 'pgrunbook backups list|verify');
+        if (sub === 'prune') return await backupsPruneCommand(loadConfig(values.config), out, values);
+        throw new UsageError(`unknown subcommand "backups ${sub ?? ''}"`, 'pgrunbook backups list|verify|prune');
       case 'restore':
         return await restoreCommand(loadConfig(values.config), out, values);
       case 'drill':
@@ -149,6 +155,7 @@ export async function main(argv: string[]): Promise<number> {
         const { config, path } = loadConfig(values.config);
         const { checkWorkerEnvironment } = await import('../worker/run.js');
         checkWorkerEnvironment(config);
+        await (await import('../encryption/keys.js')).checkEncryptionKeys(config);
         out.result({ ok: true, path, databases: Object.keys(config.databases), repositories: Object.keys(config.repositories) }, () =>
           `${path}: OK (${Object.keys(config.databases).length} databases, ${Object.keys(config.repositories).length} repositories; worker environment complete)`,
         );

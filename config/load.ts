@@ -40,6 +40,9 @@ export function parseConfig(text: string, path = 'pgrunbook.yaml'): Config {
   const base = dirname(resolve(path));
   for (const repository of Object.values(parsed.data.repositories)) {
     if (repository.type === 'local' && !isAbsolute(repository.path)) repository.path = resolve(base, repository.path);
+    const encryption = repository.encryption;
+    if (encryption?.recipientsFile && !isAbsolute(encryption.recipientsFile)) encryption.recipientsFile = resolve(base, encryption.recipientsFile);
+    if (encryption?.identityFile && !isAbsolute(encryption.identityFile)) encryption.identityFile = resolve(base, encryption.identityFile);
   }
   return parsed.data;
 }

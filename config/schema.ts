@@ -31,15 +31,50 @@ export const TemporalConfig = z
       .optional(),
     /** Name of the environment variable holding a Temporal Cloud API key (implies TLS). */
     apiKeyEnv: EnvName.optional(),
+    /**
+     * AES-256-GCM payload codec (encryption/payload-codec.ts): workflow inputs, results and
+     * failure messages are encrypted in Temporal's history. The 32-byte key (base64 or hex) is in
+     * the named environment variable of every worker and client.
+     */
+    payloadCodec: z.object({ keyEnv: EnvName }).strict().optional(),
   })
   .strict();
 export type TemporalConfig = z.infer<typeof TemporalConfig>;
+
+/** An age X25519 recipient as `age-keygen -y` prints it (encryption/age.ts's AGE_RECIPIENT). */
+const AgeRecipient = z
+  .string()
+  .refine((value) => !value.startsWith('AGE-SECRET-KEY-'), 'this is a secret key (an age identity), which never belongs in the config: put it in a file (identityFile) or an environment variable (identityEnv) and list its public key here (age-keygen -y key.txt)')
+  .refine((value) => value.startsWith('AGE-SECRET-KEY-') || /^age1[qpzry9x8gf2tvdw0s3jn54khce6mua7l]{58}$/.test(value), 'expected an age X25519 recipient: "age1" and 58 more characters, as printed by age-keygen');
+
+/**
+ * Client-side encryption of a repository's backups in the age format (decrypts with the stock
+ * `age` CLI). Recipients (public keys) may be in the config; identities (secret keys) only in a
+ * file or an environment variable, and only on workers that restore, drill or verify.
+ */
+export const EncryptionConfig = z
+  .object({
+    recipients: z.array(AgeRecipient).min(1).optional(),
+    /** A file of recipients, one per line (`age -R` format); relative to the config file. */
+    recipientsFile: z.string().min(1).optional(),
+    /** An age identity file (age-keygen's output); relative to the config file. */
+    identityFile: z.string().min(1).optional(),
+    /** Name of an environment variable holding the identity (AGE-SECRET-KEY-1...). */
+    identityEnv: EnvName.optional(),
+  })
+  .strict()
+  .superRefine((encryption, ctx) => {
+    if (!encryption.recipients && !encryption.recipientsFile) ctx.addIssue({ code: 'custom', path: ['recipients'], message: 'expected recipients (age1... public keys) or recipientsFile: whom new backups are encrypted to' });
+    if (encryption.identityFile && encryption.identityEnv) ctx.addIssue({ code: 'custom', path: ['identityEnv'], message: 'give either identityFile or identityEnv, not both' });
+  });
+export type EncryptionConfig = z.infer<typeof EncryptionConfig>;
 
 export const LocalRepositoryConfig = z
   .object({
     type: z.literal('local'),
     /** Directory holding backups; relative paths are relative to the config file. */
     path: z.string().min(1),
+    encryption: EncryptionConfig.optional(),
   })
   .strict();
 export type LocalRepositoryConfig = z.infer<typeof LocalRepositoryConfig>;
@@ -59,6 +94,7 @@ export const S3RepositoryConfig = z
     /** Multipart part size. Memory held per upload is about partSizeMiB x queueSize. */
     partSizeMiB: z.number().int().min(5).max(512).default(8),
     queueSize: z.number().int().min(1).max(16).default(2),
+    encryption: EncryptionConfig.optional(),
   })
   .strict();
 export type S3RepositoryConfig = z.infer<typeof S3RepositoryConfig>;
@@ -240,6 +276,8 @@ export const DatabaseSchedules = z
     backup: scheduleWithDefaults({ calendar: { hour: 2, minute: 0 } }),
     /** Monthly restore drill on the first Saturday, 10:00 UTC (seed 001 §5): day 1-7 AND Saturday. */
     drill: scheduleWithDefaults({ calendar: { dayOfMonth: '1-7', dayOfWeek: 'SATURDAY', hour: 10, minute: 0 }, catchupWindowMinutes: 360 }),
+    /** Daily prune, 03:00 UTC (after the 02:00 backup). Only applied when `retention` is configured. */
+    prune: scheduleWithDefaults({ calendar: { hour: 3, minute: 0 } }),
   })
   .strict();
 export type DatabaseSchedules = z.infer<typeof DatabaseSchedules>;
@@ -294,6 +332,47 @@ export const DrillOptions = z
   .strict();
 export type DrillOptions = z.infer<typeof DrillOptions>;
 
+const BackupLabel = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'expected a backup label (letters, digits, ".", "-", "_"), e.g. pre-upgrade');
+
+/** Keep rules for the backups with one label (seed 003: pre-upgrade keeps 2, on-demand keeps 5). */
+export const LabelRetention = z
+  .object({
+    keepLast: z.number().int().min(1).optional(),
+    maxAgeDays: z.number().positive().optional(),
+  })
+  .strict();
+
+/**
+ * Which backups a prune deletes (repository/retention.ts). Absent: nothing is ever deleted. A
+ * verified backup is kept if ANY rule of its series keeps it; the newest verified backup and
+ * backups a running restore or drill uses are never deleted.
+ */
+export const RetentionConfig = z
+  .object({
+    /** The N newest verified backups (seed 002: 7). */
+    keepLast: z.number().int().min(1).optional(),
+    /** Verified backups younger than this (seed 004: 30). */
+    maxAgeDays: z.number().positive().optional(),
+    /** Grandfather-father-son (seed 000: 7 daily, 4 weekly, 6 monthly): the newest backup of each of the N newest UTC days, ISO weeks, months, years. */
+    gfs: z
+      .object({
+        daily: z.number().int().nonnegative().default(0),
+        weekly: z.number().int().nonnegative().default(0),
+        monthly: z.number().int().nonnegative().default(0),
+        yearly: z.number().int().nonnegative().default(0),
+      })
+      .strict()
+      .optional(),
+    /** Rules per label; they replace the rules above for backups with that label. Unlabelled, `scheduled` and other labels use the rules above. */
+    labels: z.record(BackupLabel, LabelRetention).default({}),
+    /** Failed and cancelled backups are deleted this many days after they started. */
+    failedMaxAgeDays: z.number().nonnegative().default(7),
+    /** A folder without manifest (orphaned partial upload, half-deleted backup) is deleted this many hours after its backup started, unless a running backup writes it. */
+    incompleteMaxAgeHours: z.number().nonnegative().default(24),
+  })
+  .strict();
+export type RetentionConfig = z.infer<typeof RetentionConfig>;
+
 export const DatabaseConfig = z
   .object({
     /** postgres://user:${DB_PASSWORD}@host:5432/dbname?sslmode=require; ${VAR} is substituted in the worker. */
@@ -316,6 +395,8 @@ export const DatabaseConfig = z
     app: AppConfig.default({ type: 'none' }),
     drill: DrillOptions.default(DrillOptions.parse({})),
     schedules: DatabaseSchedules.default(DatabaseSchedules.parse({})),
+    /** Which backups `pruneBackups` deletes; absent: none (retention is off). */
+    retention: RetentionConfig.optional(),
   })
   .strict()
   .superRefine((db, ctx) => {
@@ -348,11 +429,36 @@ export const RetryConfig = z
 
 export const NotificationsConfig = z
   .object({
-    /** A Slack-compatible incoming webhook told about failed drills. Its URL is a secret: the name of an env var. */
-    webhook: z.object({ urlEnv: EnvName }).strict().optional(),
+    /**
+     * A Slack-compatible incoming webhook. Its URL is a secret: the name of an env var. It is told
+     * about failed backups, drill results, restores waiting for a person, and finished restores.
+     */
+    webhook: z
+      .object({
+        urlEnv: EnvName,
+        events: z.array(z.enum(['backup-failed', 'drill-result', 'restore-waiting', 'restore-finished'])).default(['backup-failed', 'drill-result', 'restore-waiting', 'restore-finished']),
+      })
+      .strict()
+      .optional(),
   })
   .strict();
 export type NotificationsConfig = z.infer<typeof NotificationsConfig>;
+
+/**
+ * The worker's Prometheus endpoint (/metrics, /healthz). Loopback by default: the endpoint names
+ * databases and their timings, so listening on every interface is the operator's choice
+ * (host: 0.0.0.0 where Prometheus scrapes from another host or pod).
+ */
+export const MetricsConfig = z
+  .object({
+    enabled: z.boolean().default(true),
+    host: z.string().min(1).default('127.0.0.1'),
+    port: z.number().int().min(1).max(65535).default(9464),
+    /** Also serve the Temporal SDK's runtime metrics (temporal_*) on the same endpoint. */
+    temporalRuntime: z.boolean().default(true),
+  })
+  .strict();
+export type MetricsConfig = z.infer<typeof MetricsConfig>;
 
 export const Config = z
   .object({
@@ -363,6 +469,7 @@ export const Config = z
     timeouts: TimeoutsConfig.default(TimeoutsConfig.parse({})),
     retry: RetryConfig.default(RetryConfig.parse({})),
     notifications: NotificationsConfig.default({}),
+    metrics: MetricsConfig.default(MetricsConfig.parse({})),
   })
   .strict()
   .superRefine((config, ctx) => {

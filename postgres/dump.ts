@@ -1,6 +1,8 @@
 import { stat } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
 import { createGzip } from 'node:zlib';
 import pg from 'pg';
+import { ageEncrypter } from '../encryption/age.js';
 import type { DumpFormat } from '../repository/layout.js';
 import { ChecksumStream, sha256OfFile } from '../repository/checksum-stream.js';
 import type { FileWrite, Repository } from '../repository/types.js';
@@ -23,6 +25,8 @@ export interface DumpRequest {
   excludeTables: string[];
   rowCounts: boolean;
   schemaVersionQuery?: string;
+  /** age recipients: the stored artifact is encrypted to them as it streams. */
+  encryptTo?: string[];
   signal?: AbortSignal;
   onBytes?: (bytes: number) => void;
 }
@@ -78,8 +82,9 @@ export async function dumpToRepository(request: DumpRequest): Promise<DumpOutcom
     ];
     // A filesystem repository lets pg_dump write the artifact itself: no pipe between pg_dump
     // and the worker (on 2 cores that pipe alone slowed pg_dump by 15-25%), and the archive keeps
-    // its data offsets, which parallel pg_restore -j needs. Otherwise stream through the worker.
-    const artifact = format === 'custom' && repository.openFileWrite
+    // its data offsets, which parallel pg_restore -j needs. Otherwise stream through the worker;
+    // always when encrypting: no plaintext file ever lands in the repository.
+    const artifact = format === 'custom' && repository.openFileWrite && !request.encryptTo
       ? dumpIntoFile(request, args, await repository.openFileWrite(key))
       : dumpIntoStream(request, args);
     artifact.catch(() => undefined);
@@ -98,8 +103,12 @@ export async function dumpToRepository(request: DumpRequest): Promise<DumpOutcom
   }
 }
 
-/** pg_dump's output piped through the worker (gzip for plain SQL, sha256) into the repository. */
+/**
+ * pg_dump's output piped through the worker (gzip for plain SQL, age encryption when configured,
+ * sha256 of what is stored) into the repository.
+ */
 async function dumpIntoStream(request: DumpRequest, args: string[]): Promise<{ size: number; sha256: string }> {
+  const encrypter = request.encryptTo ? await ageEncrypter(request.encryptTo) : undefined;
   // Into a pipe, pg_dump's stdio writes 4-12 KiB at a time and every chunk costs the worker a
   // wake-up, a hash update and a write; a 1 MiB stdio buffer (stdbuf, where present) cuts the
   // worker's CPU per byte about threefold. stdbuf execs pg_dump, so signals reach pg_dump itself.
@@ -107,8 +116,13 @@ async function dumpIntoStream(request: DumpRequest, args: string[]): Promise<{ s
   const [file, argv] = stdbuf ? [stdbuf, ['-o1M', request.tools.pgDump, ...args]] : [request.tools.pgDump, args];
   const child = spawnTool(file, argv, { env: libpqEnv(request.params), cancelSignal: request.signal });
   const checksum = new ChecksumStream({ beforeEnd: () => finished('pg_dump', child), onBytes: request.onBytes });
-  if (request.format === 'plain') child.stdout.pipe(createGzip({ level: gzipLevel(request.compression) })).pipe(checksum);
-  else child.stdout.pipe(checksum);
+  let output: Readable = request.format === 'plain' ? child.stdout.pipe(createGzip({ level: gzipLevel(request.compression) })) : child.stdout;
+  if (encrypter) {
+    // pipe() does not forward errors: an encryption failure must fail the write, not stall it.
+    encrypter.once('error', (error) => checksum.destroy(error));
+    output = output.pipe(encrypter);
+  }
+  output.pipe(checksum);
   try {
     const { size } = await request.repository.write(request.key, checksum, { signal: request.signal });
     return { size, sha256: checksum.digest() };
@@ -141,11 +155,17 @@ async function dumpIntoFile(request: DumpRequest, args: string[], file: FileWrit
   }
 }
 
-/** Streams `pg_dump --schema-only` (seed 003's schema.sql) into the repository. */
-export async function dumpSchemaToRepository(request: Pick<DumpRequest, 'params' | 'tools' | 'repository' | 'key' | 'signal'>): Promise<{ size: number; sha256: string }> {
+/** Streams `pg_dump --schema-only` (seed 003's schema.sql) into the repository, encrypted when configured. */
+export async function dumpSchemaToRepository(request: Pick<DumpRequest, 'params' | 'tools' | 'repository' | 'key' | 'signal' | 'encryptTo'>): Promise<{ size: number; sha256: string }> {
+  const encrypter = request.encryptTo ? await ageEncrypter(request.encryptTo) : undefined;
   const child = spawnTool(request.tools.pgDump, ['--schema-only', '--no-password'], { env: libpqEnv(request.params), cancelSignal: request.signal });
   const checksum = new ChecksumStream({ beforeEnd: () => finished('pg_dump --schema-only', child) });
-  child.stdout.pipe(checksum);
+  if (encrypter) {
+    encrypter.once('error', (error) => checksum.destroy(error));
+    child.stdout.pipe(encrypter).pipe(checksum);
+  } else {
+    child.stdout.pipe(checksum);
+  }
   const { size } = await request.repository.write(request.key, checksum, { signal: request.signal });
   return { size, sha256: checksum.digest() };
 }

@@ -26,11 +26,14 @@ export type FailureType =
   | 'HealthCheckFailed'
   | 'InsufficientSpace'
   | 'TargetUnavailable'
-  | 'NotificationFailed';
+  | 'NotificationFailed'
+  | 'NotificationRejected'
+  | 'DecryptionFailed';
 
 const NON_RETRYABLE: ReadonlySet<FailureType> = new Set([
   'InvalidInput', 'ConfigError', 'AuthenticationFailed', 'DatabaseNotFound', 'VersionIncompatible', 'PermissionDenied', 'VerificationFailed',
-  'BackupNotFound', 'TargetExists', 'RestoreFailed', 'ConnectionsRemain', 'InsufficientSpace',
+  'BackupNotFound', 'TargetExists', 'RestoreFailed', 'ConnectionsRemain', 'InsufficientSpace', 'NotificationRejected',
+  'DecryptionFailed',
 ]);
 
 export function failure(type: FailureType, message: string, hint?: string): ApplicationFailure {

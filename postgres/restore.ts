@@ -6,6 +6,7 @@ import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { finished, spawnTool } from '../process/run.js';
+import { ageDecrypter, DecryptionError } from '../encryption/age.js';
 import { ChecksumStream } from '../repository/checksum-stream.js';
 import type { DumpFormat } from '../repository/layout.js';
 import type { Repository } from '../repository/types.js';
@@ -27,6 +28,8 @@ export interface RestoreArchiveRequest {
   noPrivileges: boolean;
   role?: string;
   tempDir: string;
+  /** An encrypted (age) archive: decrypted in-stream with these identities. */
+  identities?: string[];
   signal?: AbortSignal;
   onBytes?: (phase: RestorePhase, bytes: number) => void;
 }
@@ -44,10 +47,12 @@ export interface RestoreArchiveResult {
  * Restores one stored archive into an empty database with the stock tools:
  * - custom format, -j 1: streamed from the repository into `pg_restore` (no temp file);
  * - custom format, -j N: pg_restore needs a seekable file: the repository's own file when it has
- *   one (local), otherwise a download to `tempDir`, checked against the manifest's sha256 first;
+ *   one (local), otherwise a download to `tempDir`, checked against the manifest's sha256 first
+ *   (an encrypted archive is always downloaded, decrypted, into a file only the worker can read);
  * - plain SQL: gunzip into `psql -v ON_ERROR_STOP=1 --single-transaction`, so a failing statement
  *   stops the restore instead of leaving a half-restored database that looks fine.
- * The password reaches the tools through PGPASSWORD, never argv.
+ * The password reaches the tools through PGPASSWORD, never argv. The sha256 checked is always that
+ * of the stored bytes (the ciphertext, when encrypted).
  */
 export async function restoreArchive(request: RestoreArchiveRequest): Promise<RestoreArchiveResult> {
   if (request.format === 'plain') {
@@ -56,7 +61,7 @@ export async function restoreArchive(request: RestoreArchiveRequest): Promise<Re
   if (request.jobs <= 1) {
     return { method: 'stream', jobs: 1, bytesRead: await streamInto(request, request.tools.pgRestore, pgRestoreArgs(request, 1), false) };
   }
-  const local = await request.repository.localFile?.(request.key);
+  const local = request.identities ? undefined : await request.repository.localFile?.(request.key);
   if (local) {
     await runToCompletion(request, request.tools.pgRestore, [...pgRestoreArgs(request, request.jobs), local]);
     return { method: 'file', jobs: request.jobs, bytesRead: request.expected.size };
@@ -65,7 +70,10 @@ export async function restoreArchive(request: RestoreArchiveRequest): Promise<Re
   const file = join(request.tempDir, `pgrunbook-restore-${randomBytes(6).toString('hex')}.dump`);
   try {
     const checksum = new ChecksumStream({ onBytes: (bytes) => request.onBytes?.('download', bytes) });
-    await pipeline(await request.repository.read(request.key, { signal: request.signal }), checksum, createWriteStream(file), { signal: request.signal });
+    const source = await request.repository.read(request.key, { signal: request.signal });
+    const target = createWriteStream(file, { mode: 0o600 });
+    if (request.identities) await pipeline(source, checksum, ageDecrypter(request.identities), target, { signal: request.signal });
+    else await pipeline(source, checksum, target, { signal: request.signal });
     assertMatches(checksum, request.expected, request.key);
     request.onBytes?.('restore', 0); // the download is done; pg_restore starts
     await runToCompletion(request, request.tools.pgRestore, [...pgRestoreArgs(request, request.jobs), file]);
@@ -105,10 +113,23 @@ async function streamInto(request: RestoreArchiveRequest, tool: string, args: st
   const child = spawnTool(tool, args, { env: toolEnv(request), cancelSignal: request.signal, stdin: 'pipe' });
   const checksum = new ChecksumStream({ onBytes: (bytes) => request.onBytes?.('restore', bytes) });
   const source = await request.repository.read(request.key, { signal: request.signal });
-  const stages: (Readable | Writable | NodeJS.ReadWriteStream)[] = [source, checksum, ...(gunzip ? [createGunzip()] : []), child.stdin!];
+  const decrypter = request.identities ? ageDecrypter(request.identities) : undefined;
+  let decryptionError: DecryptionError | undefined;
+  // A chunk that fails authentication must not become an end of input the tool could take for a
+  // complete archive (psql would commit what it had): the tool is killed before its stdin closes.
+  decrypter?.once('error', (error) => {
+    if (!(error instanceof DecryptionError)) return;
+    decryptionError = error;
+    child.kill('SIGKILL');
+  });
+  const stages: (Readable | Writable | NodeJS.ReadWriteStream)[] = [source, checksum, ...(decrypter ? [decrypter] : []), ...(gunzip ? [createGunzip()] : []), child.stdin!];
   // If the tool dies early its stdin closes (EPIPE): its own exit status is the error to report.
   const feeding = pipeline(stages as [Readable, ...Writable[]]).catch((error: NodeJS.ErrnoException) => error);
-  await finished(tool, child);
+  try {
+    await finished(tool, child);
+  } catch (error) {
+    throw decryptionError ?? error;
+  }
   const feedError = await feeding;
   if (feedError) throw feedError;
   assertMatches(checksum, request.expected, request.key);

@@ -1,5 +1,7 @@
 import { spawn } from 'node:child_process';
+import type { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
+import { decryptStream, DecryptionError } from '../encryption/age.js';
 import type { DumpFormat } from '../repository/layout.js';
 import { ChecksumStream } from '../repository/checksum-stream.js';
 import type { Verification } from '../repository/manifest.js';
@@ -12,6 +14,11 @@ export interface VerifyRequest {
   format: DumpFormat;
   expected: { size: number; sha256: string };
   pgRestore: string;
+  /**
+   * An encrypted (age) artifact: decrypted in-stream with these identities before the tools read
+   * it; with none (null), only the stored bytes' sha256 and size are checked, and `note` says why.
+   */
+  encryption?: { identities: string[] | null; note?: string };
   signal?: AbortSignal;
   onBytes?: (bytes: number) => void;
 }
@@ -29,21 +36,36 @@ export async function verifyArtifact(request: VerifyRequest): Promise<Verificati
   let tocEntries: number | null = null;
   let completeMarker: boolean | null = null;
   let readerError: string | undefined;
+  let decrypted: boolean | undefined;
   try {
     const source = await request.repository.read(request.key, { signal: request.signal });
     // pipe() does not forward errors: a failing read must fail the verification, not stall it.
     source.once('error', (error) => checksum.destroy(error));
     source.pipe(checksum);
-    if (request.format === 'custom') {
-      const listing = await listArchive(checksum, request.pgRestore, request.signal);
-      tocEntries = listing.entries;
-      readerError = listing.error;
+    // The sha256 is over the stored bytes (ciphertext when encrypted): checkable without the key.
+    let archive: Readable = checksum;
+    if (request.encryption && !request.encryption.identities) {
+      decrypted = false;
+      await drain(checksum);
     } else {
-      completeMarker = await endsWithCompleteMarker(checksum);
-      if (!completeMarker) readerError = 'the SQL dump does not end with pg_dump\'s completion marker (truncated?)';
+      if (request.encryption?.identities) {
+        decrypted = true;
+        archive = await decryptStream(checksum, request.encryption.identities);
+      }
+      if (request.format === 'custom') {
+        const listing = await listArchive(archive, request.pgRestore, request.signal);
+        tocEntries = listing.entries;
+        readerError = listing.error;
+      } else {
+        completeMarker = await endsWithCompleteMarker(archive);
+        if (!completeMarker) readerError = 'the SQL dump does not end with pg_dump\'s completion marker (truncated?)';
+      }
     }
   } catch (error) {
     readerError = scrubSecrets((error as Error).message);
+    if (error instanceof DecryptionError) readerError = `decryption failed: ${readerError}`;
+    // The sha256 still covers every stored byte: what changed shows in it too.
+    if (!checksum.destroyed) await drain(checksum).catch(() => undefined);
   }
   const sha256 = checksum.digest();
   const sha256Matches = sha256 === request.expected.sha256;
@@ -62,8 +84,19 @@ export async function verifyArtifact(request: VerifyRequest): Promise<Verificati
     size: checksum.bytes,
     tocEntries,
     completeMarker,
+    ...(decrypted !== undefined ? { decrypted } : {}),
+    ...(decrypted === false && request.encryption?.note ? { note: request.encryption.note } : {}),
     ...(problems.length > 0 ? { error: problems.join('; ') } : {}),
   };
+}
+
+/** Reads a stream to its end (the checksum sees every byte), discarding what it yields. */
+async function drain(stream: Readable): Promise<void> {
+  stream.resume();
+  if (stream.readableEnded) return;
+  await new Promise<void>((resolve, reject) => {
+    stream.once('end', resolve).once('error', reject).once('close', resolve);
+  });
 }
 
 /**
@@ -71,7 +104,7 @@ export async function verifyArtifact(request: VerifyRequest): Promise<Verificati
  * pg_restore stops reading after the table of contents (its stdin then closes, EPIPE), but the
  * hash must see every byte.
  */
-async function listArchive(stream: ChecksumStream, pgRestore: string, signal?: AbortSignal): Promise<{ entries: number | null; error?: string }> {
+async function listArchive(stream: Readable, pgRestore: string, signal?: AbortSignal): Promise<{ entries: number | null; error?: string }> {
   const child = spawn(pgRestore, ['-l'], { stdio: ['pipe', 'pipe', 'pipe'], signal });
   const stdout: Buffer[] = [];
   const stderr: Buffer[] = [];
@@ -108,8 +141,9 @@ async function listArchive(stream: ChecksumStream, pgRestore: string, signal?: A
   return { entries };
 }
 
-async function endsWithCompleteMarker(stream: ChecksumStream): Promise<boolean> {
+async function endsWithCompleteMarker(stream: Readable): Promise<boolean> {
   const gunzip = createGunzip();
+  stream.once('error', (error) => gunzip.destroy(error));
   stream.pipe(gunzip);
   let tail = '';
   for await (const chunk of gunzip) tail = (tail + (chunk as Buffer).toString('utf8')).slice(-512);

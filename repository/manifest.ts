@@ -18,9 +18,20 @@ export const Verification = z.object({
   tocEntries: z.number().int().nullable(),
   /** Plain format: the gzip stream decompresses and ends with pg_dump's completion marker. */
   completeMarker: z.boolean().nullable(),
+  /**
+   * Encrypted backups only. true: decrypted in-stream and read by the tools; false: the verifier
+   * held no identity for it, so only the stored (encrypted) bytes' sha256 and size were checked.
+   */
+  decrypted: z.boolean().optional(),
+  /** What was not checked, and why (e.g. checksum only). */
+  note: z.string().optional(),
   error: z.string().optional(),
 });
 export type Verification = z.infer<typeof Verification>;
+
+/** Client-side encryption (age) of the dump and schema.sql: to these recipients, public keys. Never a key. */
+export const ArchiveEncryption = z.object({ format: z.literal('age'), recipients: z.array(z.string()).min(1) });
+export type ArchiveEncryption = z.infer<typeof ArchiveEncryption>;
 
 export const Manifest = z.object({
   manifestVersion: z.literal(1),
@@ -44,6 +55,8 @@ export const Manifest = z.object({
     })
     .nullable(),
   files: z.record(z.string(), FileEntry),
+  /** Absent or null: stored in the clear. */
+  encryption: ArchiveEncryption.nullable().optional(),
   serverVersion: z.string().nullable(),
   pgDumpVersion: z.string().nullable(),
   startedAt: z.string(),

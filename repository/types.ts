@@ -37,10 +37,15 @@ export interface Repository {
   stat(key: string): Promise<ObjectInfo | undefined>;
   /** Complete objects whose key starts with `prefix`, sorted by key. */
   list(prefix: string): Promise<ObjectInfo[]>;
-  /** Idempotent: deleting a missing key succeeds. */
+  /** Idempotent: deleting a missing key succeeds. A folder left empty goes too (S3 has none). */
   delete(key: string): Promise<void>;
   /** Removes incomplete writes to `key` left by a crashed or killed writer; returns how many. */
   removeIncompleteWrites(key: string): Promise<number>;
+  /**
+   * Incomplete writes under `prefix` (temp files, multipart uploads): the key each would publish,
+   * and when it was started. In progress or orphaned by a writer that died; never listed by list().
+   */
+  listIncompleteWrites(prefix: string): Promise<ObjectInfo[]>;
   /** Present where a tool can write the object as a local file (see FileWrite). */
   openFileWrite?(key: string): Promise<FileWrite>;
   /**

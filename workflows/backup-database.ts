@@ -3,7 +3,10 @@ import {
   CancellationScope,
   isCancellation,
   log,
+  ParentClosePolicy,
+  patched,
   proxyActivities,
+  startChild,
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
@@ -12,10 +15,12 @@ import type { Verification } from '../repository/manifest.js';
 import { backupId as makeBackupId } from '../repository/layout.js';
 import { activityProfiles } from './activity-profiles.js';
 import { BackupInput, describeIssues } from './backup-input.js';
+import { notifySafely } from './notify.js';
+import { pruneBackups } from './prune-backups.js';
 import { failureTypeOf, messageOf, Runbook } from './runbook.js';
 import { DATABASE_ATTRIBUTE, LABEL_ATTRIBUTE, OPERATION_ATTRIBUTE } from './search-attributes.js';
 
-export type BackupStep = 'plan' | 'probe' | 'dump' | 'metadata' | 'verify' | 'manifest';
+export type BackupStep = 'plan' | 'probe' | 'dump' | 'metadata' | 'verify' | 'manifest' | 'notify';
 
 export interface BackupResult {
   backupId: string;
@@ -84,6 +89,7 @@ export async function backupDatabase(rawInput: BackupInput): Promise<BackupResul
         ...(metadata?.files ?? {}),
         ...(dump ? { [dump.file]: { size: dump.size, sha256: dump.sha256 } } : {}),
       },
+      encryption: plan.encryption ?? null,
       serverVersion: metadata?.serverVersion ?? probe?.serverVersion ?? null,
       pgDumpVersion: probe?.pgDumpVersion ?? null,
       startedAt: startedAt.toISOString(),
@@ -104,12 +110,12 @@ export async function backupDatabase(rawInput: BackupInput): Promise<BackupResul
     dump = await runbook.step('dump', () => long.dumpDatabase({ database: input.database, backupId: id, plan, serverMajor: probe!.serverMajor }));
     // 3/4. Metadata beside the dump (seed 003): schema, versions, extensions, view options, counts.
     metadata = await runbook.step('metadata', () =>
-      long.snapshotMetadata({ database: input.database, backupId: id, repository: plan.repository, serverMajor: probe!.serverMajor, rowCounts: dump!.rowCounts, schemaVersion: dump!.schemaVersion }),
+      long.snapshotMetadata({ database: input.database, backupId: id, repository: plan.repository, serverMajor: probe!.serverMajor, rowCounts: dump!.rowCounts, schemaVersion: dump!.schemaVersion, encryption: plan.encryption ?? null }),
     );
     // 5. Verify what is stored, not what we think we wrote.
     // A failed verification is kept (it goes into the failure manifest) before the step fails.
     await runbook.step('verify', async () => {
-      verification = await long.verifyBackup({ backupId: id, repository: plan.repository, file: dump!.file, format: plan.format, expected: { size: dump!.size, sha256: dump!.sha256 } });
+      verification = await long.verifyBackup({ backupId: id, repository: plan.repository, file: dump!.file, format: plan.format, expected: { size: dump!.size, sha256: dump!.sha256 }, encryption: plan.encryption ?? null });
       if (!verification.ok) throw ApplicationFailure.nonRetryable(`backup ${id} failed verification: ${verification.error ?? 'unknown reason'}`, 'VerificationFailed');
     });
   } catch (error) {
@@ -123,12 +129,30 @@ export async function backupDatabase(rawInput: BackupInput): Promise<BackupResul
       // Loud, but the original failure is what the operator must see.
       log.error('could not record the failed backup in its manifest', { backupId: id, error: messageOf(manifestError) });
     }
+    if (status === 'failed' && patched('notify-backup-failure')) {
+      const message = messageOf(error);
+      runbook.status.details.notified = await CancellationScope.nonCancellable(() => runbook.step('notify', () => notifySafely({ kind: 'backup-failed', database: input.database, workflowId: info.workflowId, backupId: id, step, error: message })));
+    }
     runbook.finish(status);
     throw error;
   }
 
   // 6. Manifest, written last: from now on this backup is "good".
   const { key } = await runbook.step('manifest', () => short.writeManifest(manifestDraft('verified', null)));
+  // 7. Retention: a prune of this database as an abandoned child, so this result never waits
+  //    for it and its failure never fails a good backup (it shows up as its own workflow).
+  if (patched('prune-after-backup') && plan.retention) {
+    try {
+      await startChild(pruneBackups, {
+        args: [{ database: input.database, repository: plan.repository, requestedBy: `backup ${info.workflowId}` }],
+        workflowId: `${info.workflowId}-prune`,
+        parentClosePolicy: ParentClosePolicy.ABANDON,
+      });
+      runbook.status.details.prune = `${info.workflowId}-prune`;
+    } catch (error) {
+      log.warn('could not start the prune after this backup; the prune schedule will catch up', { backupId: id, error: messageOf(error) });
+    }
+  }
   runbook.finish('completed');
   return {
     backupId: id,

@@ -5,6 +5,7 @@ import {
   executeChild,
   isCancellation,
   log,
+  patched,
   proxyActivities,
   setHandler,
   upsertSearchAttributes,
@@ -19,6 +20,7 @@ import { describeIssues } from './backup-input.js';
 import { backupDatabase } from './backup-database.js';
 import { RestoreInput, type ParsedRestoreInput } from './restore-input.js';
 import { approveUpdate, progressSignal, rejectUpdate, resolveStepUpdate, type Decision, type DecisionRecord, type StepAction } from './restore-messages.js';
+import { notifySafely } from './notify.js';
 import { failureTypeOf, messageOf, Runbook } from './runbook.js';
 import { DATABASE_ATTRIBUTE, OPERATION_ATTRIBUTE } from './search-attributes.js';
 
@@ -38,6 +40,7 @@ export type RestoreStep =
   | 'health'
   | 'prune'
   | 'report'
+  | 'notify'
   | `undo:${string}`;
 
 export interface RestoreResult {
@@ -135,12 +138,18 @@ export async function restoreDatabase(rawInput: RestoreInput): Promise<RestoreRe
     const since = new Date();
     status.pendingDecision = { kind, step, error, options, since: since.toISOString(), deadline: new Date(since.getTime() + timeoutSeconds * 1000).toISOString() };
     status.waitingFor = kind === 'approval' ? `approval (pgrunbook approve|reject ${info.workflowId})` : `operator decision on failed step ${step}: ${options.join(', ')} (pgrunbook step ${options.join('|')} ${info.workflowId})`;
+    // Someone has to act: say so in the channel, while already waiting (a quick decision is not held up).
+    const notified = patched('notify-restore-waiting')
+      ? notifySafely({ kind: 'restore-waiting', database: input.database, workflowId: info.workflowId, waitingFor: kind === 'approval' ? 'approval' : 'operator', step, error, options, deadline: status.pendingDecision.deadline })
+      : Promise.resolve(null);
     try {
       await condition(() => decided() !== undefined, timeoutSeconds * 1000);
       return decided();
     } finally {
       status.pendingDecision = null;
       status.waitingFor = null;
+      const said = await notified;
+      if (said) status.details.notified = said;
     }
   }
 
@@ -388,6 +397,12 @@ export async function restoreDatabase(rawInput: RestoreInput): Promise<RestoreRe
     } catch (error) {
       // The restore's outcome stands either way; a lost report is logged, not a reason to undo.
       log.error('could not write the restore report', { error: messageOf(error) });
+    }
+    if (patched('notify-restore-finished')) {
+      status.details.notified = await runbook.step('notify', () => notifySafely({
+        kind: 'restore-finished', database: p.database, workflowId: info.workflowId, outcome, backupId: p.backupId, target: p.target,
+        durationSeconds: report.durationSeconds, downtimeSeconds: report.downtimeSeconds, error: report.error?.message ?? null,
+      }));
     }
   }
 }

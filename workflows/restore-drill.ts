@@ -1,4 +1,4 @@
-import { ApplicationFailure, CancellationScope, executeChild, isCancellation, log, proxyActivities, setHandler, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope, executeChild, isCancellation, log, patched, proxyActivities, setHandler, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import type { DrillActivities, DrillCheckResult, DrillPlan, ProvisionedTarget } from '../activities/drill.js';
 import type { RestoreStepResult } from '../activities/restore.js';
 import { restoreStamp } from '../postgres/database-names.js';
@@ -8,6 +8,7 @@ import { describeIssues } from './backup-input.js';
 import { backupDatabase } from './backup-database.js';
 import { DrillInput } from './drill-input.js';
 import { progressSignal } from './restore-messages.js';
+import { notifySafely } from './notify.js';
 import { failureTypeOf, messageOf, Runbook } from './runbook.js';
 import { DATABASE_ATTRIBUTE, OPERATION_ATTRIBUTE } from './search-attributes.js';
 
@@ -144,7 +145,17 @@ export async function runRestoreDrill(rawInput: DrillInput): Promise<DrillResult
     } catch (reportError) {
       log.error('drill report could not be written', { error: messageOf(reportError) });
     }
-    if (outcome === 'failed') {
+    if (outcome !== 'cancelled' && patched('notify-drill-result')) {
+      // Every result is told (a passed drill is the good news a team waits for each month).
+      // What went wrong: the failed checks with expected and actual, else the step's error.
+      const failedChecks = report.checks.filter((c) => c.outcome === 'fail').map((c) => `${c.name}: expected ${JSON.stringify(c.expected)}, got ${JSON.stringify(c.actual)}`);
+      const problems = failedChecks.length > 0 ? failedChecks : error ? [`${error.step}: ${error.message.split('\n')[0]}`] : [];
+      status.details.notified = await runbook.step('notify', () => notifySafely({
+        kind: 'drill-result', database: input.database, workflowId: info.workflowId, outcome: outcome === 'passed' ? 'passed' : 'failed', backupId: report.backup_id,
+        rtoSeconds: report.rto_seconds, rpoSeconds: report.rpo_seconds, problems,
+        reportLocation: (status.details.report as string | undefined) ?? null,
+      }));
+    } else if (outcome === 'failed') {
       try {
         const summary = error ? `${error.step}: ${error.message.split('\n')[0]}` : 'unknown';
         const notified = await runbook.step('notify', () =>

@@ -5,18 +5,20 @@ import { RepositoryRegistry } from '../../repository/registry.js';
 import { defaultRepositoryId } from '../../config/schema.js';
 import { parseBackupId } from '../../repository/layout.js';
 import { verifyStoredBackup } from '../../repository/verify-stored.js';
+import { resolveRepositoryKeys } from '../../encryption/keys.js';
 import { newestClientTools } from '../../postgres/tools.js';
 import type { BackupResult } from '../../workflows/backup-database.js';
 import { connectClient } from '../temporal-connection.js';
 import { describeProgress, follow, startBackup } from '../backup.js';
 import { formatBytes, formatDuration } from '../../report/units.js';
 import { EXIT, table, UsageError, type Output } from '../output.js';
+import { clientDataConverter } from '../../encryption/payload-codec.js';
 
 export async function backupCommand(loaded: LoadedConfig, out: Output, flags: { database?: string; label?: string; repository?: string; wait?: boolean }): Promise<number> {
   if (!flags.database) throw new UsageError('--database is required', 'pgrunbook backup --database <id> [--label L] [--wait]');
   const connection = await connectClient(loaded.config.temporal);
   try {
-    const client = new Client({ connection, namespace: loaded.config.temporal.namespace });
+    const client = new Client({ connection, namespace: loaded.config.temporal.namespace, dataConverter: clientDataConverter(loaded.config.temporal) });
     const handle = await startBackup(client, loaded.config, { database: flags.database, label: flags.label, repository: flags.repository });
     out.info(`started ${handle.workflowId}`);
     if (!flags.wait) {
@@ -41,7 +43,7 @@ export function describeBackupResult(r: BackupResult): string {
     `  size        ${formatBytes(r.size)} (database ${formatBytes(r.databaseSizeBytes)})`,
     `  sha256      ${r.sha256}`,
     `  duration    ${formatDuration(r.durationSeconds)}`,
-    `  verified    sha256 ${r.verification.sha256Matches ? 'matches' : 'DIFFERS'}${r.verification.tocEntries !== null ? `, pg_restore -l lists ${r.verification.tocEntries} entries` : ''}`,
+    `  verified    sha256 ${r.verification.sha256Matches ? 'matches' : 'DIFFERS'}${r.verification.decrypted ? ', decrypted (age)' : ''}${r.verification.tocEntries !== null ? `, pg_restore -l lists ${r.verification.tocEntries} entries` : ''}${r.verification.decrypted === false ? ' (encrypted, and this worker holds no key: checksum only)' : ''}`,
   ].join('\n');
 }
 
@@ -84,11 +86,16 @@ export async function backupsVerifyCommand(loaded: LoadedConfig, out: Output, ba
   const repositoryId = flags.repository ?? defaultRepositoryId(loaded.config, parsed.database);
   const repository = new RepositoryRegistry(loaded.config).get(repositoryId);
   const tools = await newestClientTools();
-  const check = await verifyStoredBackup(repository, backupId, tools.pgRestore, (bytes) => out.progress(`verifying ${backupId}: ${formatBytes(bytes)} read`));
+  // An encrypted backup is decrypted in-stream with the identity this process is configured with.
+  const keys = await resolveRepositoryKeys(repositoryId, loaded.config.repositories[repositoryId]!);
+  const check = await verifyStoredBackup(repository, backupId, tools.pgRestore, (bytes) => out.progress(`verifying ${backupId}: ${formatBytes(bytes)} read`), keys);
   const { manifest, ...report } = check;
-  out.result({ ...report, manifestSha256: manifest?.dump?.sha256 ?? null }, () =>
+  const how = check.dump?.decrypted === false
+    ? `sha256 ${check.dump.sha256Matches ? 'matches' : '-'}; encrypted and no identity configured here: checksum only`
+    : `sha256 ${check.dump?.sha256Matches ? 'matches' : '-'}, ${check.dump?.decrypted ? 'decrypted, ' : ''}${check.dump?.tocEntries ?? 0} TOC entries`;
+  out.result({ ...report, encryption: manifest?.encryption ?? null, manifestSha256: manifest?.dump?.sha256 ?? null }, () =>
     check.ok
-      ? `backup ${backupId}: OK (sha256 ${check.dump?.sha256Matches ? 'matches' : '-'}, ${check.dump?.tocEntries ?? 0} TOC entries, ${Object.keys(manifest?.files ?? {}).length} files checked)`
+      ? `backup ${backupId}: OK (${how}, ${Object.keys(manifest?.files ?? {}).length} files checked)`
       : `backup ${backupId}: FAILED\n${check.problems.map((p) => `  - ${p}`).join('\n')}`,
   );
   return check.ok ? EXIT.ok : EXIT.failed;

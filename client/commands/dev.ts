@@ -24,8 +24,10 @@ import { postgresServerBinDirs } from '../../stack/binaries.js';
 import type { DrillResult } from '../../workflows/restore-drill.js';
 import { EXIT, type Output } from '../output.js';
 import { describeBackupResult } from './backup.js';
+import { clientDataConverter } from '../../encryption/payload-codec.js';
 
 const DEV_URL_VAR = 'PGRUNBOOK_DEV_DATABASE_URL';
+const DEV_CODEC_KEY_VAR = 'PGRUNBOOK_PAYLOAD_CODEC_KEY';
 
 async function portOr(preferred: number): Promise<number> {
   const { createServer } = await import('node:net');
@@ -76,9 +78,11 @@ export async function devCommand(out: Output, flags: { demo?: boolean }): Promis
     registerSecret(new URL(databaseUrl).password ? decodeURIComponent(new URL(databaseUrl).password) : undefined);
 
     const fileConfig = {
-      temporal: { address: temporal.address, namespace: 'default', taskQueue: 'pgrunbook' },
+      // With $PGRUNBOOK_PAYLOAD_CODEC_KEY set, workflow data is encrypted in the dev server's history too.
+      temporal: { address: temporal.address, namespace: 'default', taskQueue: 'pgrunbook', ...(process.env[DEV_CODEC_KEY_VAR] ? { payloadCodec: { keyEnv: DEV_CODEC_KEY_VAR } } : {}) },
       repositories: { local: { type: 'local', path: resolve('backups') } },
       databases: { [databaseId]: { url: `\${${DEV_URL_VAR}}` } },
+      metrics: { port: await portOr(9464) },
     };
     const config = Config.parse(fileConfig);
     const configFile = join(stateDir, 'dev.yaml');
@@ -87,6 +91,7 @@ export async function devCommand(out: Output, flags: { demo?: boolean }): Promis
     const worker = await startWorker(config, { handleSignals: false });
     cleanups.push(() => worker.shutdown());
     out.info(`worker polling task queue "${config.temporal.taskQueue}"`);
+    if (worker.metricsUrl) out.info(`metrics on ${worker.metricsUrl}/metrics`);
 
     if (!flags.demo) {
       out.info('');
@@ -108,7 +113,7 @@ export async function devCommand(out: Output, flags: { demo?: boolean }): Promis
 
     const connection = await Connection.connect({ address: temporal.address });
     cleanups.push(() => connection.close());
-    const client = new Client({ connection, namespace: config.temporal.namespace });
+    const client = new Client({ connection, namespace: config.temporal.namespace, dataConverter: clientDataConverter(config.temporal) });
     const handle = await startBackup(client, config, { database: databaseId, label: 'demo' });
     out.info(`backup workflow ${handle.workflowId} started`);
     const result = await follow<BackupResult>(handle, (p) => out.progress(describeProgress(p)));

@@ -9,6 +9,7 @@ import { describeProgress, follow } from '../backup.js';
 import { describeDrillReport, startDrill } from '../drill.js';
 import { connectClient } from '../temporal-connection.js';
 import { EXIT, UsageError, type Output } from '../output.js';
+import { clientDataConverter } from '../../encryption/payload-codec.js';
 
 const DRILL_USAGE = 'pgrunbook drill --database ID [--backup ID|latest] [--repository R] [--canary|--no-canary] [--wait]';
 
@@ -18,7 +19,7 @@ export async function drillCommand(loaded: LoadedConfig, out: Output, flags: { d
   if (flags.canary && flags['no-canary']) throw new UsageError('--canary and --no-canary contradict each other', DRILL_USAGE);
   const connection = await connectClient(loaded.config.temporal);
   try {
-    const client = new Client({ connection, namespace: loaded.config.temporal.namespace });
+    const client = new Client({ connection, namespace: loaded.config.temporal.namespace, dataConverter: clientDataConverter(loaded.config.temporal) });
     const handle = await startDrill(client, loaded.config, {
       database: flags.database,
       ...(flags.backup ? { backup: flags.backup } : {}),

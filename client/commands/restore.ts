@@ -11,6 +11,7 @@ import { decideApproval, resolveStep, startRestore } from '../restore.js';
 import { connectClient } from '../temporal-connection.js';
 import { formatBytes, formatDuration } from '../../report/units.js';
 import { EXIT, table, UsageError, type Output } from '../output.js';
+import { clientDataConverter } from '../../encryption/payload-codec.js';
 
 export interface RestoreFlags {
   database?: string;
@@ -33,7 +34,7 @@ const RESTORE_USAGE = 'pgrunbook restore --database ID [--backup ID|latest] [--t
 async function withClient<T>(loaded: LoadedConfig, run: (client: Client) => Promise<T>): Promise<T> {
   const connection = await connectClient(loaded.config.temporal);
   try {
-    return await run(new Client({ connection, namespace: loaded.config.temporal.namespace }));
+    return await run(new Client({ connection, namespace: loaded.config.temporal.namespace, dataConverter: clientDataConverter(loaded.config.temporal) }));
   } finally {
     await connection.close();
   }

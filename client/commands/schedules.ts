@@ -5,6 +5,7 @@ import { deleteSchedule, findSchedule, listSchedules, pauseSchedule, triggerSche
 import { operatorIdentity } from '../restore.js';
 import { connectClient } from '../temporal-connection.js';
 import { EXIT, table, UsageError, type Output } from '../output.js';
+import { clientDataConverter } from '../../encryption/payload-codec.js';
 
 const SUBCOMMANDS = 'pgrunbook schedules apply [--dry-run]|list|describe ID|pause ID [--reason TEXT]|unpause ID|trigger ID|delete ID';
 
@@ -15,7 +16,7 @@ export async function schedulesCommand(loaded: LoadedConfig, out: Output, sub: s
   const { config } = loaded;
   const connection = await connectClient(config.temporal);
   try {
-    const client = new Client({ connection, namespace: config.temporal.namespace });
+    const client = new Client({ connection, namespace: config.temporal.namespace, dataConverter: clientDataConverter(config.temporal) });
     switch (sub) {
       case 'apply': {
         const dryRun = flags['dry-run'] === true;

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, rmdir, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join, relative, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -82,6 +82,16 @@ export class LocalRepository implements Repository {
   }
 
   async list(prefix: string): Promise<ObjectInfo[]> {
+    return this.walk(prefix, (name) => (PARTIAL.test(name) ? undefined : name));
+  }
+
+  async listIncompleteWrites(prefix: string): Promise<ObjectInfo[]> {
+    // ".<name>.<12 hex>.partial" is an unpublished write to "<name>".
+    return this.walk(prefix, (name) => (PARTIAL.test(name) ? name.slice(1, -'.0123456789ab.partial'.length) : undefined));
+  }
+
+  /** Files under the deepest directory `prefix` names, keyed by `keyName` (undefined: skipped), sorted by key. */
+  private async walk(prefix: string, keyName: (name: string) => string | undefined): Promise<ObjectInfo[]> {
     const out: ObjectInfo[] = [];
     const walk = async (dir: string): Promise<void> => {
       let entries;
@@ -94,11 +104,13 @@ export class LocalRepository implements Repository {
       for (const entry of entries) {
         const path = join(dir, entry.name);
         if (entry.isDirectory()) await walk(path);
-        else if (entry.isFile() && !PARTIAL.test(entry.name)) {
-          const key = relative(this.root, path).split(sep).join('/');
+        else if (entry.isFile()) {
+          const name = keyName(entry.name);
+          if (name === undefined) continue;
+          const key = relative(this.root, join(dir, name)).split(sep).join('/');
           if (!key.startsWith(prefix)) continue;
-          const s = await stat(path);
-          out.push({ key, size: s.size, modified: s.mtime });
+          const s = await stat(path).catch(() => undefined);
+          if (s) out.push({ key, size: s.size, modified: s.mtime });
         }
       }
     };
@@ -109,7 +121,16 @@ export class LocalRepository implements Repository {
   }
 
   async delete(key: string): Promise<void> {
-    await rm(this.path(key), { force: true });
+    const path = this.path(key);
+    await rm(path, { force: true });
+    // Like S3, where a folder is only a prefix: one left empty goes with its last file.
+    for (let dir = dirname(path); dir.startsWith(this.root + sep); dir = dirname(dir)) {
+      try {
+        await rmdir(dir);
+      } catch {
+        break; // not empty (or already gone): its parents are not empty either
+      }
+    }
   }
 
   async removeIncompleteWrites(key: string): Promise<number> {

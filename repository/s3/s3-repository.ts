@@ -132,6 +132,23 @@ export class S3Repository implements Repository {
     await this.client.send(new DeleteObjectCommand({ Bucket: this.config.bucket, Key: this.objectKey(key) }));
   }
 
+  async listIncompleteWrites(prefix: string): Promise<ObjectInfo[]> {
+    const out: ObjectInfo[] = [];
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    do {
+      const page = await this.client.send(
+        new ListMultipartUploadsCommand({ Bucket: this.config.bucket, Prefix: this.objectKey(prefix), KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker }),
+      );
+      for (const upload of page.Uploads ?? []) {
+        if (!upload.Key) continue;
+        out.push({ key: upload.Key.slice(this.prefix.length), size: 0, modified: upload.Initiated ?? new Date(0) });
+      }
+      [keyMarker, uploadIdMarker] = page.IsTruncated ? [page.NextKeyMarker, page.NextUploadIdMarker] : [undefined, undefined];
+    } while (keyMarker);
+    return out.sort((a, b) => a.key.localeCompare(b.key));
+  }
+
   async removeIncompleteWrites(key: string): Promise<number> {
     const objectKey = this.objectKey(key);
     const page = await this.client.send(new ListMultipartUploadsCommand({ Bucket: this.config.bucket, Prefix: objectKey }));

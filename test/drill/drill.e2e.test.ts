@@ -131,7 +131,8 @@ describe('runRestoreDrill passes', () => {
       const stored = JSON.parse((await readAll(new RepositoryRegistry(config, stack.workerEnv).get('local'), drillReportKey('app', new Date(report.started_at)))).toString('utf8')) as DrillReport;
       expect(stored).toEqual(report);
       expect(history).not.toContain(stack.cluster.password);
-      expect(webhook.received).toHaveLength(0);
+      // A passed drill is told too (notifications.webhook.events includes drill-result by default).
+      expect(webhook.received.map((m) => m.text)).toEqual([expect.stringMatching(/restore drill of \*app\* passed: RTO/)]);
       await expectTornDown(report);
     } finally {
       await stop();
@@ -175,7 +176,7 @@ describe('runRestoreDrill fails, notifies, and still tears down', () => {
       expect(check(report, 'row-counts')).toMatchObject({ outcome: 'pass' });
       expect(report.steps.map((s) => s.step)).toEqual(['resolve', 'canary', 'backup', 'checksum', 'provision', 'restore', 'checks', 'teardown']);
       expect(webhook.received).toHaveLength(1);
-      expect(webhook.received[0]!.text).toMatch(/drill of \*app\* FAILED: checks: .*canary present/);
+      expect(webhook.received[0]!.text).toMatch(/drill of \*app\* FAILED: canary present: expected .*got "missing"/);
       await expectTornDown(report);
     } finally {
       await stop();

@@ -229,6 +229,26 @@ describe.each(drivers)('Repository contract ($driver)', ({ driver, start }) => {
     expect((await repo.list('del/')).map((o) => o.key)).toEqual(['del/keep.txt']);
   });
 
+  it('lists incomplete writes under a prefix by the key they would publish, and a folder emptied by deletes is gone', async () => {
+    await writeAll(repo, 'iw/b1/manifest.json', '{}');
+    await h.simulateCrashedWriter('iw/b1/db_full.dump');
+    await h.simulateCrashedWriter('iw/b2/db_full.dump');
+    await h.simulateCrashedWriter('iwx/b3/db_full.dump');
+    const started = Date.now();
+    const writes = await repo.listIncompleteWrites('iw/');
+    expect(writes.map((w) => w.key)).toEqual(['iw/b1/db_full.dump', 'iw/b2/db_full.dump']);
+    for (const w of writes) expect(Math.abs(w.modified.getTime() - started)).toBeLessThan(120_000);
+    expect((await repo.listIncompleteWrites('iw/b2/')).map((w) => w.key)).toEqual(['iw/b2/db_full.dump']);
+    // Never among the complete objects.
+    expect((await repo.list('iw/')).map((o) => o.key)).toEqual(['iw/b1/manifest.json']);
+    for (const w of writes) expect(await repo.removeIncompleteWrites(w.key)).toBe(1);
+    expect(await repo.listIncompleteWrites('iw/')).toEqual([]);
+    await repo.delete('iw/b1/manifest.json');
+    expect(await repo.list('iw/')).toEqual([]);
+    if (driver === 'local') expect(existsSync(join(repo.location, 'iw', 'b1'))).toBe(false);
+    expect(await h.incompleteWritesUnder('iwx/')).toBe(1);
+  });
+
   it('makes a key visible only once its write completes', async () => {
     await writeAll(repo, 'atomic/sibling.txt', 'done');
     const { body, first, result } = await startSlowWrite(h, 'atomic/dump.bin');

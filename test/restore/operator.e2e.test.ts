@@ -181,7 +181,7 @@ describe('preflight', () => {
       const error = await handle.result().then(() => undefined, (e: unknown) => e);
       expect(String((error as WorkflowFailedError).cause?.cause)).toMatch(/failed verification at preflight: .*sha256 [0-9a-f]{64} differs.*nothing was changed/);
       const status = await handle.query(statusQuery);
-      expect(status.finished.map((s) => `${s.step}:${s.outcome}`)).toEqual(['resolve:ok', 'preflight:failed', 'report:ok']);
+      expect(status.finished.map((s) => `${s.step}:${s.outcome}`)).toEqual(['resolve:ok', 'preflight:failed', 'report:ok', 'notify:ok']);
       expect(await contentFingerprint(stack.cluster.url('app'))).toEqual(before);
       expect(app.pid()).toBe(pid);
       expect(await stack.cluster.sql("SELECT count(*) FROM pg_database WHERE datname LIKE 'app\\_\\_restore%'")).toBe('0');

@@ -5,7 +5,8 @@ import { Client } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { Worker, WorkflowBundle } from '@temporalio/worker';
 import { stringify } from 'yaml';
-import { Config } from '../../config/schema.js';
+import { Config, TemporalConfig } from '../../config/schema.js';
+import { clientDataConverter } from '../../encryption/payload-codec.js';
 import { registerSecret } from '../../process/secrets.js';
 import { startPostgresCluster, type PostgresCluster } from '../../stack/postgres-cluster.js';
 import { startS3Server, type S3Server } from '../../stack/seaweedfs.js';
@@ -40,13 +41,17 @@ export interface TestStack {
 
 let counter = 0;
 
-export async function startTestStack(options: { s3?: boolean; /** create this database with the sample data */ sampleDatabase?: string } = {}): Promise<TestStack> {
+export async function startTestStack(options: {
+  s3?: boolean;
+  /** create this database with the sample data */ sampleDatabase?: string;
+  /** temporal.payloadCodec on: the key (in workerEnv), the client's codec, a bundle encoding failures */ payloadCodecKey?: string;
+} = {}): Promise<TestStack> {
   const workDir = mkdtempSync(join(tmpdir(), 'pgrunbook-test-'));
   const [temporal, cluster, s3, bundle] = await Promise.all([
     startTemporalDevServer(),
     startPostgresCluster(),
     options.s3 ? startS3Server() : Promise.resolve(undefined),
-    bundleWorkflows(),
+    bundleWorkflows({ encodeFailureAttributes: options.payloadCodecKey !== undefined }),
   ]);
   registerSecret(cluster.password);
   if (options.sampleDatabase) {
@@ -54,6 +59,8 @@ export async function startTestStack(options: { s3?: boolean; /** create this da
     await loadSampleData(cluster.url(options.sampleDatabase));
   }
   const workerEnv: NodeJS.ProcessEnv = { ...process.env };
+  const codec = options.payloadCodecKey !== undefined ? { payloadCodec: { keyEnv: 'TEST_PAYLOAD_CODEC_KEY' } } : {};
+  if (options.payloadCodecKey !== undefined) workerEnv.TEST_PAYLOAD_CODEC_KEY = options.payloadCodecKey;
   if (s3) {
     workerEnv.TEST_S3_ACCESS_KEY = s3.accessKeyId;
     workerEnv.TEST_S3_SECRET_KEY = s3.secretAccessKey;
@@ -61,7 +68,7 @@ export async function startTestStack(options: { s3?: boolean; /** create this da
   const address = temporal.connection.options.address ?? '';
   const taskQueue = `test-${process.pid}-${++counter}`;
   const configObject = (databases: Record<string, object>, overrides: Record<string, unknown> = {}): Record<string, unknown> => ({
-    temporal: { address, namespace: temporal.namespace ?? 'default', taskQueue },
+    temporal: { address, namespace: temporal.namespace ?? 'default', taskQueue, ...codec },
     repositories: {
       local: { type: 'local', path: join(workDir, 'repo') },
       ...(s3 ? { s3: { type: 's3', bucket: s3.bucket, prefix: 'pgrunbook', endpoint: s3.endpoint, region: s3.region, forcePathStyle: true, accessKeyIdEnv: 'TEST_S3_ACCESS_KEY', secretAccessKeyEnv: 'TEST_S3_SECRET_KEY', partSizeMiB: 5 } } : {}),
@@ -69,11 +76,14 @@ export async function startTestStack(options: { s3?: boolean; /** create this da
     databases,
     timeouts: { heartbeatSeconds: 5 },
     retry: { maxAttempts: 3, initialIntervalSeconds: 0.2, maximumIntervalSeconds: 1 },
+    // Worker processes of test files running side by side would all bind the default metrics
+    // port; the metrics tests turn metrics on with a port of their own.
+    metrics: { enabled: false },
     ...overrides,
   });
   const stack: TestStack = {
     temporal,
-    client: new Client({ connection: temporal.connection, namespace: temporal.namespace ?? 'default' }),
+    client: new Client({ connection: temporal.connection, namespace: temporal.namespace ?? 'default', dataConverter: clientDataConverter(TemporalConfig.parse(codec), workerEnv) }),
     cluster,
     s3,
     bundle,
