@@ -1,49 +1,19 @@
 import { defaultPayloadConverter } from '@temporalio/common';
-import { WorkflowExecutionAlreadyStartedError, type Client, type WorkflowHandle, type WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
+import type { Client, WorkflowHandle, WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
 import type { Config } from '../config/schema.js';
 import { compactTimestamp } from '../repository/layout.js';
-import { BackupInput, describeIssues } from '../workflows/backup-input.js';
+import { BackupInput } from '../workflows/backup-input.js';
 import type { BackupResult } from '../workflows/backup-database.js';
 import { statusQuery, type RunbookStatus } from '../workflows/runbook.js';
-import { DATABASE_ATTRIBUTE, LABEL_ATTRIBUTE, OPERATION_ATTRIBUTE } from '../workflows/search-attributes.js';
 import { formatBytes } from '../report/units.js';
-import { UsageError } from './output.js';
+import { checkRequest, startRunbook } from './start.js';
 
 /** Validates the input against the schema and the config, then starts `backupDatabase`. */
 export async function startBackup(client: Client, config: Config, raw: BackupInput): Promise<WorkflowHandleWithFirstExecutionRunId<(input: BackupInput) => Promise<BackupResult>>> {
-  const parsed = BackupInput.safeParse(raw);
-  if (!parsed.success) throw new UsageError(`invalid backup request: ${describeIssues(parsed.error)}`, 'pgrunbook backup --database <id> [--label pre-upgrade]');
-  const input = parsed.data;
-  assertConfigured(config, input.database, input.repository);
-  const workflowId = `backup-${input.database}-${compactTimestamp(new Date())}`;
-  try {
-    return await client.workflow.start('backupDatabase', {
-      taskQueue: config.temporal.taskQueue,
-      workflowId,
-      args: [input],
-      typedSearchAttributes: [
-        { key: DATABASE_ATTRIBUTE, value: input.database },
-        { key: OPERATION_ATTRIBUTE, value: 'backup' },
-        ...(input.label ? [{ key: LABEL_ATTRIBUTE, value: input.label }] : []),
-      ],
-    });
-  } catch (error) {
-    if (error instanceof WorkflowExecutionAlreadyStartedError) {
-      throw new UsageError(`a backup of ${input.database} started this very second is already running (${workflowId})`, 'wait a second and try again, or follow it with `pgrunbook status`');
-    }
-    throw error;
-  }
+  const input = checkRequest(BackupInput, raw, config, 'backup', 'pgrunbook backup --database <id> [--label pre-upgrade]');
+  return startRunbook(client, config, { workflowType: 'backupDatabase', workflowId: `backup-${input.database}-${compactTimestamp(new Date())}`, input, operation: 'backup', label: input.label });
 }
 
-/** Refuses, before anything starts, a database or repository the config does not know. */
-export function assertConfigured(config: Config, database: string, repository?: string): void {
-  if (!config.databases[database]) {
-    throw new UsageError(`unknown database "${database}"`, `databases in the config: ${Object.keys(config.databases).join(', ') || '(none)'}`);
-  }
-  if (repository && !config.repositories[repository]) {
-    throw new UsageError(`unknown repository "${repository}"`, `repositories in the config: ${Object.keys(config.repositories).join(', ')}`);
-  }
-}
 
 export interface LiveProgress {
   status: RunbookStatus;

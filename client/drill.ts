@@ -1,38 +1,16 @@
-import { WorkflowExecutionAlreadyStartedError, type Client, type WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
+import type { Client, WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
 import type { Config } from '../config/schema.js';
 import { compactTimestamp } from '../repository/layout.js';
 import type { DrillReport } from '../repository/reports.js';
-import { describeIssues } from '../workflows/backup-input.js';
 import { DrillInput } from '../workflows/drill-input.js';
 import type { DrillResult } from '../workflows/restore-drill.js';
-import { DATABASE_ATTRIBUTE, OPERATION_ATTRIBUTE } from '../workflows/search-attributes.js';
-import { assertConfigured } from './backup.js';
 import { formatDuration } from '../report/units.js';
-import { UsageError } from './output.js';
+import { checkRequest, startRunbook } from './start.js';
 
 /** Validates the request, then starts `runRestoreDrill` as `drill-<db>-<timestamp>`. */
 export async function startDrill(client: Client, config: Config, raw: DrillInput): Promise<WorkflowHandleWithFirstExecutionRunId<(input: DrillInput) => Promise<DrillResult>>> {
-  const parsed = DrillInput.safeParse(raw);
-  if (!parsed.success) throw new UsageError(`invalid drill request: ${describeIssues(parsed.error)}`, 'pgrunbook drill --database <id> [--backup ID|latest]');
-  const input = parsed.data;
-  assertConfigured(config, input.database, input.repository);
-  const workflowId = `drill-${input.database}-${compactTimestamp(new Date())}`;
-  try {
-    return await client.workflow.start('runRestoreDrill', {
-      taskQueue: config.temporal.taskQueue,
-      workflowId,
-      args: [input],
-      typedSearchAttributes: [
-        { key: DATABASE_ATTRIBUTE, value: input.database },
-        { key: OPERATION_ATTRIBUTE, value: 'drill' },
-      ],
-    });
-  } catch (error) {
-    if (error instanceof WorkflowExecutionAlreadyStartedError) {
-      throw new UsageError(`a drill of ${input.database} started this very second is already running (${workflowId})`, 'wait a second and try again, or follow it with `pgrunbook status`');
-    }
-    throw error;
-  }
+  const input = checkRequest(DrillInput, raw, config, 'drill', 'pgrunbook drill --database <id> [--backup ID|latest]');
+  return startRunbook(client, config, { workflowType: 'runRestoreDrill', workflowId: `drill-${input.database}-${compactTimestamp(new Date())}`, input, operation: 'drill' });
 }
 
 /** The human summary of a drill report: result, RTO/RPO, every check with expected and actual. */

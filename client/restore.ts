@@ -1,13 +1,11 @@
 import { userInfo, hostname } from 'node:os';
-import { WorkflowExecutionAlreadyStartedError, type Client, type WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
+import type { Client, WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
 import type { Config } from '../config/schema.js';
-import { describeIssues } from '../workflows/backup-input.js';
 import type { RestoreResult } from '../workflows/restore-database.js';
 import { RestoreInput } from '../workflows/restore-input.js';
 import { approveUpdate, rejectUpdate, resolveStepUpdate, type DecisionRecord, type StepAction } from '../workflows/restore-messages.js';
-import { DATABASE_ATTRIBUTE, OPERATION_ATTRIBUTE } from '../workflows/search-attributes.js';
-import { assertConfigured } from './backup.js';
 import { UsageError } from './output.js';
+import { checkRequest, startRunbook } from './start.js';
 
 /** One restore per database at a time: the workflow id says which database it restores. */
 export const restoreWorkflowId = (database: string): string => `restore-${database}`;
@@ -23,32 +21,20 @@ export function operatorIdentity(): string {
   return `${user}@${hostname()}`;
 }
 
-/** Validates the request against the schema and the config, then starts `restoreDatabase`. */
+/** Validates the input against the schema and the config, then starts `restoreDatabase` (one per database). */
 export async function startRestore(client: Client, config: Config, raw: RestoreInput): Promise<WorkflowHandleWithFirstExecutionRunId<(input: RestoreInput) => Promise<RestoreResult>>> {
-  const parsed = RestoreInput.safeParse({ requestedBy: operatorIdentity(), ...raw });
-  if (!parsed.success) throw new UsageError(`invalid restore request: ${describeIssues(parsed.error)}`, 'pgrunbook restore --database <id> [--backup <id>|latest] [--target-database NAME] [--strategy swap|in-place]');
-  const input = parsed.data;
-  assertConfigured(config, input.database, input.repository);
+  const input = checkRequest(RestoreInput, { requestedBy: operatorIdentity(), ...raw }, config, 'restore', 'pgrunbook restore --database <id> [--backup <id>|latest] [--target-database NAME] [--strategy swap|in-place]');
   const workflowId = restoreWorkflowId(input.database);
-  try {
-    return await client.workflow.start('restoreDatabase', {
-      taskQueue: config.temporal.taskQueue,
-      workflowId,
-      args: [input],
-      typedSearchAttributes: [
-        { key: DATABASE_ATTRIBUTE, value: input.database },
-        { key: OPERATION_ATTRIBUTE, value: 'restore' },
-      ],
-    });
-  } catch (error) {
-    if (error instanceof WorkflowExecutionAlreadyStartedError) {
-      throw new UsageError(
-        `a restore of ${input.database} is already running (workflow ${workflowId}); only one restore per database runs at a time`,
-        `see where it is with \`pgrunbook status ${workflowId}\`; cancel it with \`temporal workflow cancel --workflow-id ${workflowId}\` if it must stop`,
-      );
-    }
-    throw error;
-  }
+  return startRunbook(client, config, {
+    workflowType: 'restoreDatabase',
+    workflowId,
+    input,
+    operation: 'restore',
+    alreadyRunning: new UsageError(
+      `a restore of ${input.database} is already running (workflow ${workflowId}); only one restore per database runs at a time`,
+      `see where it is with \`pgrunbook status ${workflowId}\`; cancel it with \`temporal workflow cancel --workflow-id ${workflowId}\` if it must stop`,
+    ),
+  });
 }
 
 /** approve / reject: the workflow's validator refuses it unless the restore waits for approval. */

@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createWriteStream, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createWriteStream, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -74,7 +74,9 @@ function shell(script: string, ...args: string[]): string {
   });
 }
 
-const tempRestoreFiles = (): string[] => readdirSync(tmpdir()).filter((f) => f.startsWith('pgrunbook-restore-'));
+// Restores of this file decrypt into their own temp dir: other test files restore in parallel.
+const restoreTemp = mkdtempSync(join(tmpdir(), 'pgrunbook-test-enc-restore-'));
+const tempRestoreFiles = (): string[] => readdirSync(restoreTemp).filter((f) => f.startsWith('pgrunbook-restore-'));
 
 describe.each(['local', 's3'])('an encrypted backup in the %s repository', (repositoryId) => {
   it('is stored as age files, records its recipient and no key, and decrypts with the stock age CLI into what stock pg_restore restores', async () => {
@@ -150,7 +152,7 @@ describe('restoring an encrypted backup', () => {
     { repository: 'local', format: 'custom', jobs: 2, method: 'download' },
     { repository: 'local', format: 'plain', jobs: 1, method: 'stream' },
   ] as const)('$format in $repository with -j $jobs: decrypted in-stream, restored by $method, equal to the source', async ({ repository, format, jobs, method }) => {
-    const config = encryptedConfig({ repository, dump: { format }, restore: { jobs, approval: { required: false } } });
+    const config = encryptedConfig({ repository, dump: { format }, restore: { jobs, approval: { required: false }, tempDir: restoreTemp } });
     const { stop } = await stack.startWorker(config);
     try {
       const key = `${repository}-${format}`;
@@ -184,7 +186,7 @@ describe('restoring an encrypted backup', () => {
         await stop();
       }
     }
-    const config = encryptedConfig({ repository: 'local', restore: { approval: { required: false } } }, encryption());
+    const config = encryptedConfig({ repository: 'local', restore: { approval: { required: false }, tempDir: restoreTemp } }, encryption());
     const { stop } = await stack.startWorker(config);
     try {
       const before = await contentFingerprint(stack.cluster.url('app'));
@@ -213,7 +215,7 @@ describe('restoring an encrypted backup', () => {
   });
 
   it('a modified ciphertext byte is a verification failure at preflight (and in `backups verify`), not a crash', async () => {
-    const config = encryptedConfig({ repository: 'local', restore: { approval: { required: false } } });
+    const config = encryptedConfig({ repository: 'local', restore: { approval: { required: false }, tempDir: restoreTemp } });
     const { stop } = await stack.startWorker(config);
     try {
       const made = await backup(config, 'tampered');

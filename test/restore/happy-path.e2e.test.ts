@@ -1,3 +1,5 @@
+import { mkdtempSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startBackup } from '../../client/backup.js';
 import { startRestore } from '../../client/restore.js';
@@ -78,7 +80,9 @@ describe('restoreDatabase, every way of reading the archive', () => {
     { repository: 'local', format: 'custom', jobs: 2, method: 'file' },
     { repository: 'local', format: 'plain', jobs: 2, method: 'stream' },
   ] as const)('$format archive in $repository with -j $jobs: restored by $method, equal to the source', async ({ repository, format, jobs, method }) => {
-    const config = stack.config({ app: { url: stack.databaseUrl('app'), repository, dump: { format }, restore: { jobs, approval: { required: false } } } });
+    // Downloads go to a temp dir of this test's own: other test files restore in parallel.
+    const restoreTemp = mkdtempSync(join(stack.workDir, 'restore-tmp-'));
+    const config = stack.config({ app: { url: stack.databaseUrl('app'), repository, dump: { format }, restore: { jobs, approval: { required: false }, tempDir: restoreTemp } } });
     const { stop } = await stack.startWorker(config);
     try {
       const backup = (await (await startBackup(stack.client, config, { database: 'app' })).result()) as BackupResult;
@@ -94,9 +98,7 @@ describe('restoreDatabase, every way of reading the archive', () => {
       }
       expect(await contentFingerprint(stack.cluster.url(result.target))).toEqual(source);
       // No downloaded archive is left behind in the temp directory.
-      const { readdirSync } = await import('node:fs');
-      const { tmpdir } = await import('node:os');
-      expect(readdirSync(tmpdir()).filter((f) => f.startsWith('pgrunbook-restore-'))).toEqual([]);
+      expect(readdirSync(restoreTemp)).toEqual([]);
       await stack.cluster.sql(`DROP DATABASE ${result.target}`);
     } finally {
       await stop();
