@@ -29,11 +29,9 @@ import { startBackup } from '../client/backup.js';
 import { table } from '../client/output.js';
 import { Config } from '../config/schema.js';
 import { ChecksumStream } from '../repository/checksum-stream.js';
-import { startPostgresCluster, type PostgresCluster } from '../stack/postgres-cluster.js';
-import { startS3Server, type S3Server } from '../stack/seaweedfs.js';
-import { startTemporalDevServer } from '../stack/temporal-dev-server.js';
+import type { PostgresCluster } from '../stack/postgres-cluster.js';
 import { statusQuery } from '../workflows/runbook.js';
-import { GB, log, MB, mb, mean, round, secondsSince, reportBenchFailure, runBench, teardownStack, warnAboutNoise } from './common.js';
+import { GB, log, MB, mb, mean, positiveFlag, round, secondsSince, reportBenchFailure, runBench, startBenchStack, teardownStack, warnAboutNoise } from './common.js';
 import { CpuAccounting, describeCpu, type CpuUse } from './cpu.js';
 import { DataGenerator } from './generator.js';
 import { peakRssOf, resetPeakRss, rssOf, sampleRss } from './proc.js';
@@ -422,11 +420,9 @@ async function main(): Promise<number> {
     process.stdout.write('usage: npm run bench:backup [-- --size-gb N] [--repeat N] [--keep] [--profile-worker DIR]\n');
     return 0;
   }
-  const sizeGB = Number(values['size-gb']);
-  if (!Number.isFinite(sizeGB) || sizeGB <= 0) throw new Error(`--size-gb must be a positive number, got ${values['size-gb']}`);
+  const sizeGB = positiveFlag('size-gb', values['size-gb']);
   const sizes = [round(sizeGB * SMALL_FRACTION, 3), sizeGB];
-  const repeat = Number(values.repeat);
-  if (!Number.isInteger(repeat) || repeat < 1) throw new Error(`--repeat must be a positive integer, got ${values.repeat}`);
+  const repeat = positiveFlag('repeat', values.repeat, true);
 
   const { add: addCleanup, cleanup } = teardownStack();
 
@@ -437,25 +433,10 @@ async function main(): Promise<number> {
     log(`pgrunbook backup benchmark: --size-gb ${sizeGB} (points ${sizes.join(' and ')} GB), ${cpus().length} CPUs, ${mb(totalmem())} MB RAM, work dir ${workDir}`);
 
     log('starting PostgreSQL, SeaweedFS and the Temporal dev server ...');
-    // Started side by side; whatever did start is torn down even if another one failed.
-    const started = await Promise.allSettled([
-      startPostgresCluster({ settings: { max_wal_size: "'4GB'", checkpoint_timeout: "'30min'" } }),
-      startS3Server({ bucket: 'pgrunbook-bench' }),
-      startTemporalDevServer(),
-    ] as const);
-    const [pgStart, s3Start, temporalStart] = started;
-    if (pgStart.status === 'fulfilled') addCleanup('PostgreSQL cluster', () => pgStart.value.stop());
-    if (s3Start.status === 'fulfilled') addCleanup('SeaweedFS', () => s3Start.value.stop());
-    if (temporalStart.status === 'fulfilled') addCleanup('Temporal dev server', () => temporalStart.value.teardown());
-    for (const s of started) if (s.status === 'rejected') throw s.reason;
-    const cluster = (pgStart as PromiseFulfilledResult<PostgresCluster>).value;
-    const s3 = (s3Start as PromiseFulfilledResult<S3Server>).value;
-    const temporal = (temporalStart as PromiseFulfilledResult<Awaited<ReturnType<typeof startTemporalDevServer>>>).value;
-    log(`  PostgreSQL ${await cluster.sql('SHOW server_version')} on 127.0.0.1:${cluster.port}; S3 ${s3.endpoint}; Temporal ${temporal.address}`);
+    const { cluster, temporal, s3: startedS3 } = await startBenchStack(addCleanup, { s3: true });
+    const s3 = startedS3!;
 
     await cluster.sql('CREATE DATABASE bench');
-    await cluster.sql('CREATE DATABASE warmup');
-    await cluster.sql('CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 1000) g', 'warmup');
 
     // The worker's config: the database URL (with its password) and the S3 keys live only in the
     // worker process's environment.

@@ -2,6 +2,9 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { hrtime } from 'node:process';
 import { describeError } from '../client/output.js';
+import { startPostgresCluster, type PostgresCluster } from '../stack/postgres-cluster.js';
+import { startS3Server, type S3Server } from '../stack/seaweedfs.js';
+import { startTemporalDevServer } from '../stack/temporal-dev-server.js';
 
 export const MB = 1024 * 1024;
 export const GB = 1024 * MB;
@@ -75,4 +78,46 @@ export function runBench(main: () => Promise<number>): void {
       process.exit(1);
     },
   );
+}
+
+/** A command-line number that must be positive (and whole, when `integer`), or a clear error. */
+export function positiveFlag(flag: string, value: string | undefined, integer = false): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0 || (integer && !Number.isInteger(n))) throw new Error(`--${flag} must be a positive ${integer ? 'integer' : 'number'}, got ${value}`);
+  return n;
+}
+
+export interface BenchStack {
+  cluster: PostgresCluster;
+  temporal: Awaited<ReturnType<typeof startTemporalDevServer>>;
+  s3: S3Server | undefined;
+}
+
+/**
+ * The real components a benchmark runs against, started side by side; whatever did start is
+ * registered for teardown even if another one failed. The cluster gets a `warmup` database with
+ * a small table, for the warm-up run that pays the first workflow's loading costs.
+ */
+export async function startBenchStack(addCleanup: (name: string, run: () => Promise<void>) => void, options: { s3?: boolean } = {}): Promise<BenchStack> {
+  const [pgStart, temporalStart, s3Start] = await Promise.allSettled([
+    startPostgresCluster({ settings: { max_wal_size: "'4GB'", checkpoint_timeout: "'30min'" } }),
+    startTemporalDevServer(),
+    options.s3 ? startS3Server({ bucket: 'pgrunbook-bench' }) : Promise.resolve(undefined),
+  ] as const);
+  if (pgStart.status === 'fulfilled') addCleanup('PostgreSQL cluster', () => pgStart.value.stop());
+  if (temporalStart.status === 'fulfilled') addCleanup('Temporal dev server', () => temporalStart.value.teardown());
+  if (s3Start.status === 'fulfilled' && s3Start.value) {
+    const s3 = s3Start.value;
+    addCleanup('SeaweedFS', () => s3.stop());
+  }
+  for (const s of [pgStart, temporalStart, s3Start]) if (s.status === 'rejected') throw s.reason;
+  const stack = {
+    cluster: (pgStart as PromiseFulfilledResult<PostgresCluster>).value,
+    temporal: (temporalStart as PromiseFulfilledResult<BenchStack['temporal']>).value,
+    s3: (s3Start as PromiseFulfilledResult<S3Server | undefined>).value,
+  };
+  log(`  PostgreSQL ${await stack.cluster.sql('SHOW server_version')} on 127.0.0.1:${stack.cluster.port}${stack.s3 ? `; S3 ${stack.s3.endpoint}` : ''}; Temporal ${stack.temporal.address}`);
+  await stack.cluster.sql('CREATE DATABASE warmup');
+  await stack.cluster.sql('CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 1000) g', 'warmup');
+  return stack;
 }

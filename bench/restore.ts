@@ -39,10 +39,9 @@ import { Config } from '../config/schema.js';
 import { dumpFileName } from '../repository/layout.js';
 import { demoAppCommandConfig } from '../stack/demo-app.js';
 import { freePort } from '../stack/ports.js';
-import { startPostgresCluster, type PostgresCluster } from '../stack/postgres-cluster.js';
-import { startTemporalDevServer } from '../stack/temporal-dev-server.js';
+import type { PostgresCluster } from '../stack/postgres-cluster.js';
 import { statusQuery, type RunbookStatus } from '../workflows/runbook.js';
-import { GB, log, MB, mb, mean, round, secondsSince, reportBenchFailure, runBench, teardownStack, warnAboutNoise } from './common.js';
+import { GB, log, MB, mb, mean, positiveFlag, round, secondsSince, reportBenchFailure, runBench, startBenchStack, teardownStack, warnAboutNoise } from './common.js';
 import { CpuAccounting, describeCpu, type CpuUse } from './cpu.js';
 import { DataGenerator } from './generator.js';
 import { cmdlineOf, peakRssOf, resetPeakRss, rssOf, sampleRss } from './proc.js';
@@ -539,12 +538,10 @@ async function main(): Promise<number> {
     process.stdout.write('usage: npm run bench:restore [-- --size-gb N] [--small-mb N] [--repeat N] [--keep]\n');
     return 0;
   }
-  const sizeGB = Number(values['size-gb']);
-  if (!Number.isFinite(sizeGB) || sizeGB <= 0) throw new Error(`--size-gb must be a positive number, got ${values['size-gb']}`);
-  const smallMB = Number(values['small-mb']);
-  if (!Number.isFinite(smallMB) || smallMB <= 0 || smallMB * MB >= sizeGB * GB) throw new Error(`--small-mb must be a positive number below --size-gb, got ${values['small-mb']}`);
-  const repeat = Number(values.repeat);
-  if (!Number.isInteger(repeat) || repeat < 1) throw new Error(`--repeat must be a positive integer, got ${values.repeat}`);
+  const sizeGB = positiveFlag('size-gb', values['size-gb']);
+  const smallMB = positiveFlag('small-mb', values['small-mb']);
+  if (smallMB * MB >= sizeGB * GB) throw new Error(`--small-mb must be below --size-gb, got ${values['small-mb']}`);
+  const repeat = positiveFlag('repeat', values.repeat, true);
 
   const { add: addCleanup, cleanup } = teardownStack();
 
@@ -555,17 +552,7 @@ async function main(): Promise<number> {
     log(`pgrunbook restore benchmark: --size-gb ${sizeGB} --small-mb ${smallMB}, ${cpus().length} CPUs, ${mb(totalmem())} MB RAM, work dir ${workDir}`);
 
     log('starting PostgreSQL and the Temporal dev server ...');
-    const started = await Promise.allSettled([startPostgresCluster({ settings: { max_wal_size: "'4GB'", checkpoint_timeout: "'30min'" } }), startTemporalDevServer()] as const);
-    const [pgStart, temporalStart] = started;
-    if (pgStart.status === 'fulfilled') addCleanup('PostgreSQL cluster', () => pgStart.value.stop());
-    if (temporalStart.status === 'fulfilled') addCleanup('Temporal dev server', () => temporalStart.value.teardown());
-    for (const s of started) if (s.status === 'rejected') throw s.reason;
-    const cluster = (pgStart as PromiseFulfilledResult<PostgresCluster>).value;
-    const temporal = (temporalStart as PromiseFulfilledResult<Awaited<ReturnType<typeof startTemporalDevServer>>>).value;
-    log(`  PostgreSQL ${await cluster.sql('SHOW server_version')} on 127.0.0.1:${cluster.port}; Temporal ${temporal.address}`);
-
-    await cluster.sql('CREATE DATABASE warmup');
-    await cluster.sql('CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 1000) g', 'warmup');
+    const { cluster, temporal } = await startBenchStack(addCleanup);
 
     // Two size points, each its own database with its own demo app in front of it.
     const setups: SizePointSetup[] = [];

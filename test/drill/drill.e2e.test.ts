@@ -10,7 +10,7 @@ import type { Config } from '../../config/schema.js';
 import { readManifest } from '../../repository/catalog.js';
 import { RepositoryRegistry } from '../../repository/registry.js';
 import { drillReportKey, listDrillReports, type DrillReport } from '../../repository/reports.js';
-import { readAll, writeAll } from '../../repository/types.js';
+import { readAll, writeAll, type Repository } from '../../repository/types.js';
 import { freePort } from '../../stack/ports.js';
 import type { BackupResult } from '../../workflows/backup-database.js';
 import type { DrillResult } from '../../workflows/restore-drill.js';
@@ -92,6 +92,28 @@ async function expectTornDown(report: DrillReport): Promise<void> {
   expect(await stack.cluster.sql("SELECT count(*) FROM pg_database WHERE datname LIKE '%\\_\\_drill\\_%'")).toBe('0');
   const port = /port (\d+)/.exec(report.target?.server ?? '')?.[1];
   if (port) expect(readFileSync('/proc/net/unix', 'utf8')).not.toContain(`.s.PGSQL.${port}`);
+}
+
+/**
+ * Backs up, lets `tamper` damage what was stored, then drills that backup: the drill must fail
+ * (DrillFailed), be told to the webhook once, and leave nothing behind.
+ */
+async function failedDrillOf<T>(repository: 'local' | 's3', tamper: (repo: Repository, made: BackupResult) => Promise<T>): Promise<{ report: DrillReport; made: BackupResult; tampered: T }> {
+  const config = drillConfig(repository);
+  const { stop } = await stack.startWorker(config);
+  webhook.received.length = 0;
+  try {
+    const made = await backup(config);
+    const tampered = await tamper(new RepositoryRegistry(config, stack.workerEnv).get(repository), made);
+    const { report, failure } = await drill(config, { backup: made.backupId });
+    expect(failure?.cause).toMatchObject({ type: 'DrillFailed' });
+    expect(report).toMatchObject({ outcome: 'failed', restore_success: false });
+    expect(webhook.received).toHaveLength(1);
+    await expectTornDown(report);
+    return { report, made, tampered };
+  } finally {
+    await stop();
+  }
 }
 
 function check(report: DrillReport, kind: string) {
@@ -184,72 +206,40 @@ describe('runRestoreDrill fails, notifies, and still tears down', () => {
   });
 
   it.each(['local', 's3'] as const)('row-count mismatch (%s): the manifest says one more user than the dump holds', async (repository) => {
-    const config = drillConfig(repository);
-    const { stop } = await stack.startWorker(config);
-    webhook.received.length = 0;
-    try {
-      const made = await backup(config);
-      const repo = new RepositoryRegistry(config, stack.workerEnv).get(repository);
+    const { report, tampered: users } = await failedDrillOf(repository, async (repo, made) => {
       const manifest = await readManifest(repo, made.backupId);
       const users = manifest.rowCounts!['public.users']!;
       await writeAll(repo, `${made.backupId}/manifest.json`, JSON.stringify({ ...manifest, rowCounts: { ...manifest.rowCounts, 'public.users': users + 1 } }));
-      const { report, failure } = await drill(config, { backup: made.backupId });
-      expect(failure?.cause).toMatchObject({ type: 'DrillFailed' });
-      expect(report).toMatchObject({ outcome: 'failed', restore_success: false, error: { step: 'checks' } });
-      expect(check(report, 'row-counts')).toMatchObject({ outcome: 'fail', actual: { mismatches: [{ table: 'public.users', expected: users + 1, actual: users }] } });
-      expect(report.row_counts_before!['public.users']).toBe(users + 1);
-      expect(report.row_counts_after!['public.users']).toBe(users);
-      expect(webhook.received).toHaveLength(1);
-      await expectTornDown(report);
-    } finally {
-      await stop();
-    }
+      return users;
+    });
+    expect(report).toMatchObject({ error: { step: 'checks' } });
+    expect(check(report, 'row-counts')).toMatchObject({ outcome: 'fail', actual: { mismatches: [{ table: 'public.users', expected: users + 1, actual: users }] } });
+    expect(report.row_counts_before!['public.users']).toBe(users + 1);
+    expect(report.row_counts_after!['public.users']).toBe(users);
   });
 
   it.each(['local', 's3'] as const)('broken artifact (%s): one flipped bit fails the checksum; nothing is provisioned', async (repository) => {
-    const config = drillConfig(repository);
-    const { stop } = await stack.startWorker(config);
-    webhook.received.length = 0;
-    try {
-      const made = await backup(config);
-      const repo = new RepositoryRegistry(config, stack.workerEnv).get(repository);
+    const { report, made } = await failedDrillOf(repository, async (repo, made) => {
       const key = `${made.backupId}/db_full.dump`;
       const bytes = await readAll(repo, key);
       const middle = Math.floor(bytes.length / 2);
       bytes[middle] = bytes[middle]! ^ 0x01;
       await writeAll(repo, key, bytes);
-      const { report, failure } = await drill(config, { backup: made.backupId });
-      expect(failure?.cause).toMatchObject({ type: 'DrillFailed' });
-      expect(report).toMatchObject({ outcome: 'failed', restore_success: false, error: { step: 'checksum' }, teardown: { state: 'not-needed' }, rto_seconds: null });
-      expect(check(report, 'checksum')).toMatchObject({ outcome: 'fail', expected: { sha256: made.sha256 } });
-      expect((check(report, 'checksum')!.actual as { sha256: string }).sha256).not.toBe(made.sha256);
-      expect(report.checks.filter((c) => c.kind !== 'checksum').every((c) => c.outcome === 'skipped')).toBe(true);
-      expect(report.steps.map((s) => s.step)).toEqual(['resolve', 'checksum']);
-      expect(webhook.received).toHaveLength(1);
-      await expectTornDown(report);
-    } finally {
-      await stop();
-    }
+    });
+    expect(report).toMatchObject({ error: { step: 'checksum' }, teardown: { state: 'not-needed' }, rto_seconds: null });
+    expect(check(report, 'checksum')).toMatchObject({ outcome: 'fail', expected: { sha256: made.sha256 } });
+    expect((check(report, 'checksum')!.actual as { sha256: string }).sha256).not.toBe(made.sha256);
+    expect(report.checks.filter((c) => c.kind !== 'checksum').every((c) => c.outcome === 'skipped')).toBe(true);
+    expect(report.steps.map((s) => s.step)).toEqual(['resolve', 'checksum']);
   });
 
   it('a backup that failed verification is refused, and the refusal is a reported, notified failed drill', async () => {
-    const config = drillConfig('local');
-    const { stop } = await stack.startWorker(config);
-    webhook.received.length = 0;
-    try {
-      const made = await backup(config);
-      const repo = new RepositoryRegistry(config, stack.workerEnv).get('local');
+    const { report } = await failedDrillOf('local', async (repo, made) => {
       const manifest = await readManifest(repo, made.backupId);
       await writeAll(repo, `${made.backupId}/manifest.json`, JSON.stringify({ ...manifest, status: 'failed', error: { step: 'verify', type: 'VerificationFailed', message: 'sha256 differs' } }));
-      const { report, failure } = await drill(config, { backup: made.backupId });
-      expect(failure?.cause).toMatchObject({ type: 'DrillFailed' });
-      expect(report).toMatchObject({ outcome: 'failed', backup_id: null, error: { step: 'resolve', type: 'BackupNotFound' } });
-      expect(report.error!.message).toContain('only verified backups are restored');
-      expect(webhook.received).toHaveLength(1);
-      await expectTornDown(report);
-    } finally {
-      await stop();
-    }
+    });
+    expect(report).toMatchObject({ backup_id: null, error: { step: 'resolve', type: 'BackupNotFound' } });
+    expect(report.error!.message).toContain('only verified backups are restored');
   });
 
   it('cancelled during the restore: the cluster is torn down and the drill is reported cancelled, not notified', async () => {
