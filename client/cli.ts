@@ -9,6 +9,9 @@ import { backupsPruneCommand } from './commands/prune.js';
 import { drillsListCommand, reportCommand } from './commands/report.js';
 import { approvalCommand, preRestoreCommand, restoreCommand, statusCommand, stepCommand } from './commands/restore.js';
 import { schedulesCommand } from './commands/schedules.js';
+import { basebackupCommand, basebackupsCommand } from './commands/basebackup.js';
+import { pitrCommand } from './commands/pitr.js';
+import { walCommand } from './commands/wal.js';
 import { EXIT, Output, UsageError } from './output.js';
 
 const USAGE = `pgrunbook ${PGRUNBOOK_VERSION}: PostgreSQL backup and restore runbooks as durable Temporal workflows
@@ -53,6 +56,26 @@ commands:
   schedules pause ID [--reason TEXT]|unpause ID|trigger ID|delete ID
   config check                          validate the config file and the worker environment
 
+point-in-time recovery (clusters: in the config; --cluster may be omitted when there is one):
+  wal-push %p [--cluster C]             archive_command: compress, checksum, (encrypt), store one
+                                        WAL file; idempotent; needs no Temporal server
+  wal-fetch %f %p [--cluster C]         restore_command: fetch, check, decompress one WAL file
+  wal verify [--cluster C]              gaps in the archived WAL per timeline, from the oldest
+                                        base backup to now (WAL-G's wal-verify)
+  wal list [--cluster C]                archived timelines and segment ranges
+  wal restore-point NAME [--cluster C]  pg_create_restore_point(NAME), recorded for pitr
+  basebackup [--cluster C] [--wait]     start basebackupCluster: pg_basebackup (tar, WAL) streamed
+                                        into the repository, checksummed, pg_verifybackup-checked
+  basebackups list [--cluster C]
+  basebackups prune [--cluster C] [--dry-run] [--wait]
+                                        retention: old base backups and the WAL only they need
+  pitr [--cluster C] --time T|--lsn L|--restore-point N|--latest [--mode new|replace]
+       [--base-backup ID] [--yes] [--wait]
+                                        start pointInTimeRestore: a new data directory and port
+                                        (default) or replace the cluster (approval, app down)
+  pitr promote|discard WORKFLOW_ID [--reason TEXT]
+                                        keep (promote) or throw away a recovered cluster
+
 options:
   --config FILE     config file (default: $PGRUNBOOK_CONFIG, then ./pgrunbook.yaml)
   --json            machine-readable output on stdout
@@ -60,44 +83,60 @@ options:
 
 exit codes: 0 ok, 1 the operation failed, 2 bad usage or configuration`;
 
+const CLI_OPTIONS = {
+  config: { type: 'string' },
+  json: { type: 'boolean', default: false },
+  database: { type: 'string' },
+  label: { type: 'string' },
+  repository: { type: 'string' },
+  wait: { type: 'boolean', default: false },
+  backup: { type: 'string' },
+  'target-database': { type: 'string' },
+  strategy: { type: 'string' },
+  jobs: { type: 'string' },
+  'no-owner': { type: 'boolean', default: false },
+  'no-privileges': { type: 'boolean', default: false },
+  role: { type: 'string' },
+  yes: { type: 'boolean', default: false },
+  'safety-backup': { type: 'boolean', default: false },
+  'no-safety-backup': { type: 'boolean', default: false },
+  reason: { type: 'string' },
+  step: { type: 'string' },
+  'older-than-days': { type: 'string' },
+  'dry-run': { type: 'boolean', default: false },
+  demo: { type: 'boolean', default: false },
+  canary: { type: 'boolean', default: false },
+  'no-canary': { type: 'boolean', default: false },
+  out: { type: 'string' },
+  limit: { type: 'string' },
+  cluster: { type: 'string' },
+  time: { type: 'string' },
+  lsn: { type: 'string' },
+  'restore-point': { type: 'string' },
+  latest: { type: 'boolean', default: false },
+  mode: { type: 'string' },
+  'base-backup': { type: 'string' },
+  help: { type: 'boolean', short: 'h', default: false },
+  version: { type: 'boolean', default: false },
+} as const;
+
+/** The parsed command-line flags every command receives. */
+export type CliValues = ReturnType<typeof parseCli>['values'];
+
+function parseCli(argv: string[]) {
+  return parseArgs({
+    args: argv,
+    allowPositionals: true,
+    strict: true,
+    options: CLI_OPTIONS,
+  });
+}
+
 export async function main(argv: string[]): Promise<number> {
   let values;
   let positionals: string[];
   try {
-    ({ values, positionals } = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      strict: true,
-      options: {
-        config: { type: 'string' },
-        json: { type: 'boolean', default: false },
-        database: { type: 'string' },
-        label: { type: 'string' },
-        repository: { type: 'string' },
-        wait: { type: 'boolean', default: false },
-        backup: { type: 'string' },
-        'target-database': { type: 'string' },
-        strategy: { type: 'string' },
-        jobs: { type: 'string' },
-        'no-owner': { type: 'boolean', default: false },
-        'no-privileges': { type: 'boolean', default: false },
-        role: { type: 'string' },
-        yes: { type: 'boolean', default: false },
-        'safety-backup': { type: 'boolean', default: false },
-        'no-safety-backup': { type: 'boolean', default: false },
-        reason: { type: 'string' },
-        step: { type: 'string' },
-        'older-than-days': { type: 'string' },
-        'dry-run': { type: 'boolean', default: false },
-        demo: { type: 'boolean', default: false },
-        canary: { type: 'boolean', default: false },
-        'no-canary': { type: 'boolean', default: false },
-        out: { type: 'string' },
-        limit: { type: 'string' },
-        help: { type: 'boolean', short: 'h', default: false },
-        version: { type: 'boolean', default: false },
-      },
-    }));
+    ({ values, positionals } = parseCli(argv));
   } catch (error) {
     return new Output(argv.includes('--json')).error(new UsageError((error as Error).message, 'pgrunbook --help'));
   }
@@ -150,6 +189,14 @@ export async function main(argv: string[]): Promise<number> {
         return await reportCommand(loadConfig(values.config), out, values);
       case 'schedules':
         return await schedulesCommand(loadConfig(values.config), out, sub, arg, values);
+      case 'wal':
+        return await walCommand(loadConfig(values.config), out, sub, arg, values);
+      case 'basebackup':
+        return await basebackupCommand(loadConfig(values.config), out, values);
+      case 'basebackups':
+        return await basebackupsCommand(loadConfig(values.config), out, sub, arg, values);
+      case 'pitr':
+        return await pitrCommand(loadConfig(values.config), out, sub, arg, values);
       case 'config': {
         if (sub !== 'check') throw new UsageError(`unknown subcommand "config ${sub ?? ''}"`, 'pgrunbook config check');
         const { config, path } = loadConfig(values.config);

@@ -1,13 +1,19 @@
 #!/usr/bin/env node
-import { DefaultLogger } from '@temporalio/worker';
-import { configureRuntime } from '../worker/runtime.js';
-import { main } from './cli.js';
 
-// The SDK's own INFO chatter (bundling, worker state) drowns the operator's output; warnings stay.
-// A worker installs the runtime with this logger and its metrics exporter (worker/runtime.ts).
-configureRuntime({ logger: new DefaultLogger((process.env.PGRUNBOOK_LOG_LEVEL as 'INFO' | undefined) ?? 'WARN') });
-
-const code = await main(process.argv.slice(2));
+// wal-push and wal-fetch run as PostgreSQL's archive_command and restore_command, once per WAL
+// segment: they load neither Temporal's native runtime nor the rest of the CLI (client/wal-main.ts).
+const argv = process.argv.slice(2);
+const code = argv[0] === 'wal-push' || argv[0] === 'wal-fetch' ? await (await import('./wal-main.js')).walMain(argv) : await cliMain(argv);
 // Temporal's native runtime can keep the event loop alive after everything is closed; a CLI
 // command that has finished (and flushed its output) exits with its code.
 process.stdout.write('', () => process.exit(code));
+
+async function cliMain(args: string[]): Promise<number> {
+  const { DefaultLogger } = await import('@temporalio/worker');
+  const { configureRuntime } = await import('../worker/runtime.js');
+  // The SDK's own INFO chatter (bundling, worker state) drowns the operator's output; warnings stay.
+  // A worker installs the runtime with this logger and its metrics exporter (worker/runtime.ts).
+  configureRuntime({ logger: new DefaultLogger((process.env.PGRUNBOOK_LOG_LEVEL as 'INFO' | undefined) ?? 'WARN') });
+  const { main } = await import('./cli.js');
+  return main(args);
+}

@@ -409,6 +409,93 @@ export const DatabaseConfig = z
   });
 export type DatabaseConfig = z.infer<typeof DatabaseConfig>;
 
+export const ClusterSchedules = z
+  .object({
+    /** Weekly base backup, Sunday 01:00 UTC; with retention configured it also prunes old base backups and their WAL. */
+    basebackup: scheduleWithDefaults({ calendar: { dayOfWeek: 'SUNDAY', hour: 1, minute: 0 } }),
+  })
+  .strict();
+export type ClusterSchedules = z.infer<typeof ClusterSchedules>;
+
+/**
+ * A PostgreSQL cluster with continuous WAL archiving and base backups (point-in-time recovery).
+ * WAL belongs to a cluster, not a database: `database` names the configured database whose
+ * connection reaches the server (a superuser or a REPLICATION role for pg_basebackup), whose
+ * application is stopped around a replace-the-cluster recovery, and whose smoke queries check
+ * the recovered server.
+ */
+export const ClusterConfig = z
+  .object({
+    database: Id,
+    /** Repository for WAL and base backups; defaults to the database's repository. */
+    repository: Id.optional(),
+    /**
+     * The server's data directory (PGDATA), as seen by the worker. Needed only to replace the
+     * cluster in place (pointInTimeRestore mode "replace"), by a worker on the database host.
+     */
+    dataDirectory: z.string().min(1).optional(),
+    /** Directory of the server binaries (postgres, pg_ctl) for recovered clusters; default: the newest installed. */
+    pgBinDir: z.string().min(1).optional(),
+    wal: z
+      .object({
+        /** none, gzip[:1-9] or zstd[:1-19] (default zstd:3); stored segments decompress with stock gunzip/zstd. */
+        compression: z
+          .string()
+          .regex(/^(none|gzip(:[1-9])?|zstd(:([1-9]|1[0-9]))?)$/, 'expected none, gzip[:1-9] or zstd[:1-19]')
+          .default('zstd:3'),
+      })
+      .strict()
+      .default({ compression: 'zstd:3' }),
+    basebackup: z
+      .object({
+        compression: z
+          .string()
+          .regex(/^(none|gzip(:[1-9])?|zstd(:([1-9]|1[0-9]))?)$/, 'expected none, gzip[:1-9] or zstd[:1-19]')
+          .default('zstd:3'),
+        /** pg_basebackup --checkpoint: fast (default, the backup starts at once) or spread. */
+        checkpoint: z.enum(['fast', 'spread']).default('fast'),
+        /** pg_basebackup --max-rate, e.g. "100M"; absent: unthrottled. */
+        maxRate: z.string().regex(/^\d+[kM]?$/, 'expected a rate such as 32768, 500k or 100M').optional(),
+      })
+      .strict()
+      .default({ compression: 'zstd:3', checkpoint: 'fast' }),
+    /** Which base backups `pruneBaseBackups` deletes, with the WAL only they needed; absent: none. */
+    retention: z
+      .object({
+        /** The newest N verified base backups are kept. */
+        keepLast: z.number().int().min(1).optional(),
+        /** Base backups younger than this are kept. */
+        maxAgeDays: z.number().positive().optional(),
+      })
+      .strict()
+      .refine((r) => r.keepLast !== undefined || r.maxAgeDays !== undefined, 'expected keepLast and/or maxAgeDays')
+      .optional(),
+    schedules: ClusterSchedules.default(ClusterSchedules.parse({})),
+    restore: z
+      .object({
+        /**
+         * Parent directory of recovered data directories (mode "new", the default); default: beside
+         * dataDirectory, else the system temp directory.
+         */
+        dir: z.string().min(1).optional(),
+        /** Port of a recovered cluster in mode "new"; default: a free port. */
+        port: z.number().int().min(1).max(65535).optional(),
+        /** How long recovery may take to reach its target before the step fails. */
+        recoveryTimeoutMinutes: z.number().positive().default(240),
+        /** How long a recovered cluster waits for promote or discard (mode "new"). */
+        decisionTimeoutHours: z.number().positive().default(72),
+        /**
+         * restore_command's program, as the recovered server runs it; default: this worker's own
+         * `node <pgrunbook> wal-fetch`. %f and %p are appended by pgrunbook.
+         */
+        walFetchCommand: z.string().min(1).optional(),
+      })
+      .strict()
+      .default({ recoveryTimeoutMinutes: 240, decisionTimeoutHours: 72 }),
+  })
+  .strict();
+export type ClusterConfig = z.infer<typeof ClusterConfig>;
+
 export const TimeoutsConfig = z
   .object({
     /** A worker that stops heartbeating for this long is presumed dead and its step is retried elsewhere. */
@@ -465,6 +552,8 @@ export const Config = z
     temporal: TemporalConfig.default(TemporalConfig.parse({})),
     repositories: z.record(Id, RepositoryConfig),
     databases: z.record(Id, DatabaseConfig),
+    /** Clusters with WAL archiving and base backups (point-in-time recovery). */
+    clusters: z.record(Id, ClusterConfig).default({}),
     defaults: z.object({ repository: Id.optional() }).strict().default({}),
     timeouts: TimeoutsConfig.default(TimeoutsConfig.parse({})),
     retry: RetryConfig.default(RetryConfig.parse({})),
@@ -485,6 +574,14 @@ export const Config = z
         ctx.addIssue({ code: 'custom', path: ['databases', id, 'repository'], message: `unknown repository "${db.repository}"; known: ${repositoryIds.join(', ')}` });
       }
     }
+    for (const [id, cluster] of Object.entries(config.clusters)) {
+      if (!config.databases[cluster.database]) {
+        ctx.addIssue({ code: 'custom', path: ['clusters', id, 'database'], message: `unknown database "${cluster.database}"; known: ${Object.keys(config.databases).join(', ') || '(none)'}` });
+      }
+      if (cluster.repository && !config.repositories[cluster.repository]) {
+        ctx.addIssue({ code: 'custom', path: ['clusters', id, 'repository'], message: `unknown repository "${cluster.repository}"; known: ${repositoryIds.join(', ')}` });
+      }
+    }
   });
 export type Config = z.infer<typeof Config>;
 
@@ -495,4 +592,22 @@ export function defaultRepositoryId(config: Config, databaseId: string): string 
   const [first] = Object.keys(config.repositories);
   if (!first) throw new Error('no repositories configured');
   return first;
+}
+
+/** The repository a cluster's WAL and base backups go to. */
+export function clusterRepositoryId(config: Config, clusterId: string): string {
+  const cluster = config.clusters[clusterId];
+  if (!cluster) throw new Error(`unknown cluster "${clusterId}"`);
+  return cluster.repository ?? defaultRepositoryId(config, cluster.database);
+}
+
+/** `--cluster` given, or the only configured cluster. */
+export function chooseClusterId(config: Config, given: string | undefined): string {
+  const ids = Object.keys(config.clusters);
+  if (given) {
+    if (!config.clusters[given]) throw new Error(`unknown cluster "${given}"\nHINT: clusters in the config: ${ids.join(', ') || '(none: add a clusters: section)'}`);
+    return given;
+  }
+  if (ids.length === 1) return ids[0]!;
+  throw new Error(ids.length === 0 ? 'no clusters are configured\nHINT: add a clusters: section naming the database whose server archives WAL (README, "Point-in-time recovery")' : `several clusters are configured (${ids.join(', ')})\nHINT: name one with --cluster`);
 }

@@ -21,6 +21,8 @@ export interface PostgresCluster {
   readonly password: string;
   readonly binDir: string;
   readonly baseDir: string;
+  /** PGDATA: baseDir/data. */
+  readonly dataDir: string;
   /** Connection URL for a database on this cluster (includes the password). */
   url(database?: string): string;
   /** Environment for libpq tools, password included (never argv). */
@@ -35,6 +37,11 @@ export interface StartClusterOptions {
   binDir?: string;
   /** Extra postgresql.conf settings. */
   settings?: Record<string, string | number>;
+  /**
+   * Extra environment of the server process, e.g. what its archive_command needs (S3 keys by
+   * the names the config gives). Never argv.
+   */
+  serverEnv?: Record<string, string>;
 }
 
 const running = new Set<{ binDir: string; dataDir: string; asPostgres: boolean; baseDir: string }>();
@@ -79,7 +86,7 @@ export async function startPostgresCluster(options: StartClusterOptions = {}): P
     };
     appendFileSync(join(dataDir, 'postgresql.conf'), Object.entries(settings).map(([k, v]) => `${k} = ${v}\n`).join(''));
     const [ctlFile, ctlArgs] = asServerUser(asPostgres, join(binDir, 'pg_ctl'), ['-D', dataDir, '-l', join(baseDir, 'server.log'), '-w', '-t', '60', 'start']);
-    await runTool(ctlFile, ctlArgs, { cwd: baseDir });
+    await runTool(ctlFile, ctlArgs, { cwd: baseDir, ...(options.serverEnv ? { env: { ...process.env, ...options.serverEnv } } : {}) });
     const env = (): Record<string, string> => ({ PGHOST: '127.0.0.1', PGPORT: String(port), PGUSER: 'postgres', PGPASSWORD: password, PGDATABASE: 'postgres' });
     const psql = join(binDir, 'psql');
     return {
@@ -89,6 +96,7 @@ export async function startPostgresCluster(options: StartClusterOptions = {}): P
       password,
       binDir,
       baseDir,
+      dataDir,
       url: (database = 'postgres') => `postgresql://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/${encodeURIComponent(database)}`,
       env,
       sql: (query, database = 'postgres') =>

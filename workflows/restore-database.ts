@@ -1,16 +1,4 @@
-import {
-  ApplicationFailure,
-  CancellationScope,
-  condition,
-  executeChild,
-  isCancellation,
-  log,
-  patched,
-  proxyActivities,
-  setHandler,
-  upsertSearchAttributes,
-  workflowInfo,
-} from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope, executeChild, isCancellation, log, patched, proxyActivities, setHandler, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import type { AppSnapshot } from '../app-controllers/types.js';
 import type { PreflightResult, RestoreActivities, RestorePlan, RestoreReport, RestoreStepResult } from '../activities/restore.js';
 import type { RestoredCheck } from '../postgres/verify-restored.js';
@@ -19,7 +7,8 @@ import { activityProfiles } from './activity-profiles.js';
 import { describeIssues } from './backup-input.js';
 import { backupDatabase } from './backup-database.js';
 import { RestoreInput, type ParsedRestoreInput } from './restore-input.js';
-import { approveUpdate, progressSignal, rejectUpdate, resolveStepUpdate, type Decision, type DecisionRecord, type StepAction } from './restore-messages.js';
+import { OperatorControl } from './operator-control.js';
+import { progressSignal } from './restore-messages.js';
 import { notifySafely } from './notify.js';
 import { failureTypeOf, messageOf, Runbook } from './runbook.js';
 import { DATABASE_ATTRIBUTE, OPERATION_ATTRIBUTE } from './search-attributes.js';
@@ -85,9 +74,6 @@ export async function restoreDatabase(rawInput: RestoreInput): Promise<RestoreRe
   const { status } = runbook;
   status.details = { database: input.database, backup: input.backup };
   status.progress = null;
-  status.pendingDecision = null;
-  status.decisions = [];
-  status.undo = [];
   upsertSearchAttributes([
     { key: DATABASE_ATTRIBUTE, value: input.database },
     { key: OPERATION_ATTRIBUTE, value: 'restore' },
@@ -96,89 +82,9 @@ export async function restoreDatabase(rawInput: RestoreInput): Promise<RestoreRe
     status.progress = progress;
   });
 
-  // --- Operator decisions: approve/reject the restore, resolve a failed step -----------------
-  let approvalDecision: DecisionRecord | undefined;
-  let stepDecision: (DecisionRecord & { action: StepAction }) | undefined;
-  const record = (decision: DecisionRecord['decision'], step: string, d: Decision | undefined): DecisionRecord => {
-    const entry: DecisionRecord = { decision, step, by: d?.by?.trim() || 'unknown', reason: d?.reason?.trim() || null, at: new Date().toISOString() };
-    status.decisions!.push(entry);
-    return entry;
-  };
-  const expectApproval = (): void => {
-    if (status.pendingDecision?.kind !== 'approval') {
-      throw new Error(`this restore is not waiting for approval (${status.pendingDecision ? `it waits for a decision on step ${status.pendingDecision.step}` : `current step: ${status.currentStep ?? status.state}`})`);
-    }
-  };
-  setHandler(approveUpdate, (d: Decision) => (approvalDecision = record('approved', 'approval', d)), { validator: (_d: Decision) => expectApproval() });
-  setHandler(rejectUpdate, (d: Decision) => (approvalDecision = record('rejected', 'approval', d)), {
-    validator: (d: Decision) => {
-      expectApproval();
-      if (!d?.reason?.trim()) throw new Error('a rejection needs a reason (--reason "...")');
-    },
-  });
-  setHandler(
-    resolveStepUpdate,
-    (request) => {
-      const entry = record(request.action, status.pendingDecision!.step, request);
-      stepDecision = { ...entry, action: request.action };
-      return entry;
-    },
-    {
-      validator: (request) => {
-        const pending = status.pendingDecision;
-        if (pending?.kind !== 'step') throw new Error(`no step is waiting for an operator decision (${pending ? 'the restore waits for approval: use approve/reject' : `current step: ${status.currentStep ?? status.state}`})`);
-        if (!['retry', 'skip', 'abort'].includes(request?.action)) throw new Error('action must be retry, skip or abort');
-        if (request.step && request.step !== pending.step) throw new Error(`the restore waits on step ${pending.step}, not ${request.step}`);
-        if (!pending.options.includes(request.action)) throw new Error(`step ${pending.step} cannot be skipped: ${SKIP_REFUSAL[pending.step] ?? 'later steps depend on it'}; retry or abort`);
-      },
-    },
-  );
-
-  async function waitFor<T>(kind: 'approval' | 'step', step: string, error: string | null, options: string[], timeoutSeconds: number, decided: () => T | undefined): Promise<T | undefined> {
-    const since = new Date();
-    status.pendingDecision = { kind, step, error, options, since: since.toISOString(), deadline: new Date(since.getTime() + timeoutSeconds * 1000).toISOString() };
-    status.waitingFor = kind === 'approval' ? `approval (pgrunbook approve|reject ${info.workflowId})` : `operator decision on failed step ${step}: ${options.join(', ')} (pgrunbook step ${options.join('|')} ${info.workflowId})`;
-    // Someone has to act: say so in the channel, while already waiting (a quick decision is not held up).
-    const notified = patched('notify-restore-waiting')
-      ? notifySafely({ kind: 'restore-waiting', database: input.database, workflowId: info.workflowId, waitingFor: kind === 'approval' ? 'approval' : 'operator', step, error, options, deadline: status.pendingDecision.deadline })
-      : Promise.resolve(null);
-    try {
-      await condition(() => decided() !== undefined, timeoutSeconds * 1000);
-      return decided();
-    } finally {
-      status.pendingDecision = null;
-      status.waitingFor = null;
-      const said = await notified;
-      if (said) status.details.notified = said;
-    }
-  }
-
-  // --- Undo stack (saga): registered before the step it undoes, run newest-first ------------
-  const undos: { name: string; run: () => Promise<unknown> }[] = [];
-  const registerUndo = (name: string, run: () => Promise<unknown>): void => {
-    undos.unshift({ name, run });
-    status.undo!.push({ name, state: 'registered' });
-  };
-  async function compensate(): Promise<string[]> {
-    const failures: string[] = [];
-    await CancellationScope.nonCancellable(async () => {
-      for (const undo of undos) {
-        const entry = status.undo!.find((u) => u.name === undo.name && u.state === 'registered')!;
-        try {
-          await runbook.step(`undo:${undo.name}`, undo.run);
-          entry.state = 'done';
-        } catch (error) {
-          // Loud: an undo that failed leaves something for a person to fix, and says what.
-          entry.state = 'failed';
-          entry.error = messageOf(error);
-          failures.push(`undo ${undo.name} failed: ${messageOf(error)}`);
-          log.error('restore undo failed', { undo: undo.name, error: messageOf(error) });
-        }
-      }
-    });
-    undos.length = 0;
-    return failures;
-  }
+  // Operator decisions (approve/reject, resolveStep) and the undo stack (saga).
+  const control = new OperatorControl<RestoreStep>(runbook, { database: input.database, noun: 'restore', skipRefusals: SKIP_REFUSAL });
+  const registerUndo = (name: string, run: () => Promise<unknown>): void => control.registerUndo(name, run);
 
   let preflight: PreflightResult | undefined;
   let restored: RestoreStepResult | undefined;
@@ -197,32 +103,8 @@ export async function restoreDatabase(rawInput: RestoreInput): Promise<RestoreRe
 
   const { short, long } = activityProfiles<RestoreActivities>(p);
 
-  /**
-   * Runs a step; if it still fails after its retries, waits for an operator (unless configured to
-   * abort at once). Returns undefined only when the operator skipped a skippable step.
-   */
-  async function step<T>(name: RestoreStep, run: () => Promise<T>, skippable = false): Promise<T | undefined> {
-    for (;;) {
-      try {
-        return await runbook.step(name, run);
-      } catch (error) {
-        if (isCancellation(error) || p.onStepFailure === 'abort' || isOperatorAbort(error)) throw error;
-        stepDecision = undefined;
-        const options = skippable ? ['retry', 'skip', 'abort'] : ['retry', 'abort'];
-        const decision = await waitFor('step', name, messageOf(error), options, p.decisionTimeoutSeconds, () => stepDecision);
-        if (!decision) {
-          record('timed-out', name, { by: 'pgrunbook', reason: `no decision within ${p.decisionTimeoutSeconds} s` });
-          throw ApplicationFailure.create({ type: 'DecisionTimedOut', nonRetryable: true, message: `step ${name} failed and nobody decided within ${p.decisionTimeoutSeconds} s: ${messageOf(error)}`, cause: error as Error });
-        }
-        if (decision.action === 'retry') continue;
-        if (decision.action === 'skip') {
-          runbook.skip(name, `skipped by ${decision.by}${decision.reason ? `: ${decision.reason}` : ''}`);
-          return undefined;
-        }
-        throw ApplicationFailure.create({ type: 'AbortedByOperator', nonRetryable: true, message: `aborted by ${decision.by} at step ${name}${decision.reason ? ` (${decision.reason})` : ''}: ${messageOf(error)}` });
-      }
-    }
-  }
+  // A step that still fails after its retries waits for an operator (unless configured to abort at once).
+  const step = <T>(name: RestoreStep, run: () => Promise<T>, skippable = false): Promise<T | undefined> => control.step(name, run, p, skippable);
   const required = async <T>(name: RestoreStep, run: () => Promise<T>): Promise<T> => (await step(name, run))!;
 
   // Scale the application down, remembering how it ran; its undo brings it back to exactly that.
@@ -266,9 +148,8 @@ export async function restoreDatabase(rawInput: RestoreInput): Promise<RestoreRe
 
     // 3. Approval gate: a restore over an existing database waits for a person.
     if (p.approval.required && preflight.target) {
-      approvalDecision = undefined;
       await runbook.step('approval', async () => {
-        const decision = await waitFor('approval', 'approval', null, ['approve', 'reject'], p.approval.timeoutSeconds, () => approvalDecision);
+        const decision = await control.approval('approval', p.approval.timeoutSeconds);
         if (!decision) throw ApplicationFailure.create({ type: 'ApprovalTimedOut', nonRetryable: true, message: `nobody approved the restore of ${p.target} within ${p.approval.timeoutSeconds} s; nothing was changed` });
         if (decision.decision === 'rejected') {
           outcome = 'rejected';
@@ -327,11 +208,11 @@ export async function restoreDatabase(rawInput: RestoreInput): Promise<RestoreRe
       if (pruned?.dropped.length) status.details.pruned = pruned.dropped.join(', ');
     }
     // Done: nothing to undo any more.
-    undos.length = 0;
+    control.forgetUndos();
   } catch (error) {
     if (outcome !== 'rejected') outcome = isCancellation(error) ? 'cancelled' : 'failed';
     failureInfo = { step: status.finished.at(-1)?.step ?? 'unknown', type: failureTypeOf(error) ?? (error as Error)?.name ?? 'Error', message: messageOf(error) };
-    undoFailures = await compensate();
+    undoFailures = await control.compensate();
     await CancellationScope.nonCancellable(() => writeReport());
     runbook.finish(outcome === 'cancelled' ? 'cancelled' : 'failed');
     if (undoFailures.length > 0) {
@@ -417,11 +298,6 @@ const SKIP_REFUSAL: Record<string, string> = {
   'scale-up': 'the application would stay down',
   'safety-backup': 'an in-place restore drops the live database; without a safety backup nothing could undo it',
 };
-
-function isOperatorAbort(error: unknown): boolean {
-  const type = (error as { type?: string }).type;
-  return type === 'AbortedByOperator' || type === 'DecisionTimedOut';
-}
 
 /** Verification skipped by an operator: recorded as such, never as a pass. */
 function skippedVerification(plan: RestorePlan): RestoredCheck {

@@ -1,0 +1,11 @@
+import type { LoadedConfig } from '../../config/load.js';
+import type { Output } from '../output.js';
+import type { CliValues } from '../cli.js';
+
+// PLACEHOLDER (issue 6, in progress): `pgrunbook basebackup`, `pgrunbook basebackups list|prune`.
+export async function basebackupCommand(_loaded: LoadedConfig, _out: Output, _values: CliValues): Promise<number> {
+  throw new Error('not built yet');
+}
+export async function basebackupsCommand(_loaded: LoadedConfig, _out: Output, _sub: string | undefined, _arg: string | undefined, _values: CliValues): Promise<number> {
+  throw new Error('not built yet');
+}
