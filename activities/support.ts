@@ -12,6 +12,11 @@ export interface ActivityDeps {
   env?: NodeJS.ProcessEnv;
   /** Told when a runbook's last activity records its outcome (the worker's Prometheus metrics). */
   metrics?: RunbookMetrics;
+  /**
+   * The config file this worker was started with. A recovered server's restore_command runs
+   * `pgrunbook wal-fetch --config <it>` (point-in-time recovery).
+   */
+  configPath?: string;
 }
 
 export interface Progress {

@@ -156,7 +156,7 @@ export async function main(argv: string[]): Promise<number> {
         return await devCommand(out, { demo: values.demo });
       case 'worker': {
         const { config, path } = loadConfig(values.config);
-        const running = await startWorker(config);
+        const running = await startWorker(config, { configPath: path });
         out.info(`worker for task queue "${config.temporal.taskQueue}" on ${config.temporal.address} (config ${path}); Ctrl-C stops it`);
         if (running.metricsUrl) out.info(`metrics on ${running.metricsUrl}/metrics`);
         await running.done;

@@ -443,9 +443,15 @@ export const ClusterConfig = z
           .string()
           .regex(/^(none|gzip(:[1-9])?|zstd(:([1-9]|1[0-9]))?)$/, 'expected none, gzip[:1-9] or zstd[:1-19]')
           .default('zstd:3'),
+        /**
+         * How many further completed segments (pg_wal/archive_status/*.ready) each wal-push also
+         * archives, in parallel, so that PostgreSQL's next calls find them done (pgBackRest's
+         * archive-async). 0: only the segment PostgreSQL asked for.
+         */
+        pushAhead: z.number().int().min(0).max(32).default(0),
       })
       .strict()
-      .default({ compression: 'zstd:3' }),
+      .default({ compression: 'zstd:3', pushAhead: 0 }),
     basebackup: z
       .object({
         compression: z

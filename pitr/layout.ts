@@ -13,7 +13,10 @@ import { compactTimestamp } from '../repository/layout.js';
 //                                                   idempotent re-push and wal-fetch's check need no
 //                                                   extra metadata; ext: zst | gz | raw, then .age
 //   pitr/<cluster>/wal/timelines/<name>-<sha256>.<ext>
-//                                                   history files, backup labels, .partial segments
+//                                                   history files, backup labels, .partial segments;
+//                                                   history files are compressed but never encrypted:
+//                                                   following timelines (walReachability, wal verify)
+//                                                   needs no identity, and they hold only LSNs
 //   pitr/<cluster>/base/<YYYYMMDDTHHMMSSZ>/base.tar[.zst|.gz][.age]
 //   pitr/<cluster>/base/<YYYYMMDDTHHMMSSZ>/manifest.json   written last (BaseBackupManifest)
 //   pitr/<cluster>/restore-points/<name>.json       named restore points made by pgrunbook

@@ -97,3 +97,68 @@ export function parseTimelineHistory(text: string): TimelineSwitch[] {
   }
   return switches;
 }
+
+/** The folder of a segment's "log" (TTTTTTTTXXXXXXXX): its name's first 16 characters. */
+export function segmentLogFolder(segmentName: string): string {
+  return segmentName.slice(0, 16);
+}
+
+// A WAL segment starts with a long page header (XLogLongPageHeaderData, xlog_internal.h):
+//   uint16 xlp_magic @0, uint16 xlp_info @2, uint32 xlp_tli @4, uint64 xlp_pageaddr @8,
+//   uint32 xlp_rem_len @16, (pad) @20, uint64 xlp_sysid @24, uint32 xlp_seg_size @32,
+//   uint32 xlp_xlog_blcksz @36
+// in the server's byte order (little endian on every platform PostgreSQL is packaged for here).
+export const LONG_PAGE_HEADER_SIZE = 40;
+const XLP_LONG_HEADER = 0x0002;
+
+/** XLOG_PAGE_MAGIC by major version: the WAL format changes with each major release. */
+const PAGE_MAGIC: Record<number, number> = {
+  0xd097: 10, 0xd098: 11, 0xd101: 12, 0xd106: 13, 0xd10d: 14, 0xd110: 15, 0xd113: 16, 0xd116: 17, 0xd118: 18,
+};
+
+export interface SegmentHeader {
+  magic: number;
+  /** The major version whose WAL format the magic is; null for a magic this table does not know. */
+  pgMajor: number | null;
+  timeline: number;
+  /** LSN of the segment's first byte. */
+  pageAddress: bigint;
+  /** pg_control_system().system_identifier, as a decimal string (uint64). */
+  systemIdentifier: string;
+  segmentSize: number;
+  blockSize: number;
+}
+
+/** Reads a segment's long page header; throws if the bytes do not start like a WAL segment. */
+export function parseSegmentHeader(bytes: Uint8Array): SegmentHeader {
+  if (bytes.length < LONG_PAGE_HEADER_SIZE) throw new Error(`not a wal segment: ${bytes.length} bytes, shorter than a page header`);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const magic = view.getUint16(0, true);
+  const info = view.getUint16(2, true);
+  // Every magic since PostgreSQL 9.x is 0xD0xx or 0xD1xx; anything else (zeros: a recycled,
+  // never written file) is not WAL.
+  if ((magic & 0xfe00) !== 0xd000 || (info & XLP_LONG_HEADER) === 0) {
+    throw new Error(`not a wal segment: no long page header at its start (magic 0x${magic.toString(16).padStart(4, '0')}, info 0x${info.toString(16)})`);
+  }
+  const segmentSize = view.getUint32(32, true);
+  const blockSize = view.getUint32(36, true);
+  // Segment sizes are powers of two from 1 MiB to 1 GiB; block sizes powers of two up to 32 KiB.
+  if (segmentSize < 1 << 20 || segmentSize > 1 << 30 || (segmentSize & (segmentSize - 1)) !== 0 || blockSize < 1024 || blockSize > 65536 || (blockSize & (blockSize - 1)) !== 0) {
+    throw new Error(`not a wal segment: implausible segment size ${segmentSize} or block size ${blockSize} in its header`);
+  }
+  return {
+    magic,
+    pgMajor: PAGE_MAGIC[magic] ?? null,
+    timeline: view.getUint32(4, true),
+    pageAddress: view.getBigUint64(8, true),
+    systemIdentifier: view.getBigUint64(24, true).toString(),
+    segmentSize,
+    blockSize,
+  };
+}
+
+/** pg_control's first field is the system identifier (uint64): readable without a connection. */
+export function systemIdentifierOfControlFile(bytes: Uint8Array): string {
+  if (bytes.length < 8) throw new Error('pg_control is shorter than 8 bytes');
+  return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getBigUint64(0, true).toString();
+}

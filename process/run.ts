@@ -25,6 +25,11 @@ function lastLines(text: string, n: number): string {
 
 export interface RunOptions {
   env?: Record<string, string | undefined>;
+  /**
+   * false: the tool sees only `env`, not this process's environment (a server started for a
+   * recovery gets the few variables it needs, not the worker's other secrets). Default true.
+   */
+  extendEnv?: boolean;
   input?: string;
   cancelSignal?: AbortSignal;
   cwd?: string;
@@ -34,7 +39,7 @@ export interface RunOptions {
 export async function runTool(file: string, args: readonly string[], options: RunOptions = {}): Promise<string> {
   const result = await execa(file, args, {
     env: options.env,
-    extendEnv: true,
+    extendEnv: options.extendEnv ?? true,
     input: options.input,
     cancelSignal: options.cancelSignal,
     cwd: options.cwd,
@@ -56,7 +61,7 @@ export function spawnTool(
 ): ResultPromise<{ buffer: { stdout: false; stderr: true }; reject: false; stdin: Options['stdin'] }> {
   return execa(file, args, {
     env: options.env,
-    extendEnv: true,
+    extendEnv: options.extendEnv ?? true,
     cancelSignal: options.cancelSignal,
     cwd: options.cwd,
     stdin: options.stdin ?? 'ignore',

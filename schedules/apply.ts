@@ -3,6 +3,7 @@ import { ScheduleNotFoundError, type Client, type ScheduleDescription, type Sche
 import type { Config, ScheduleConfig } from '../config/schema.js';
 import { UsageError } from '../client/output.js';
 import type { BackupInput } from '../workflows/backup-input.js';
+import type { BasebackupInput } from '../workflows/basebackup-input.js';
 import type { DrillInput } from '../workflows/drill-input.js';
 import type { PruneInput } from '../workflows/prune-input.js';
 import { DATABASE_ATTRIBUTE, LABEL_ATTRIBUTE, OPERATION_ATTRIBUTE } from '../workflows/search-attributes.js';
@@ -12,15 +13,22 @@ import { describeSpec, overlapPolicy, scheduleSpec } from './spec.js';
 // created, updated and deleted by id; only schedules carrying pgrunbook's memo are ever updated
 // or deleted, and running it twice changes nothing.
 
-export type ScheduleKind = 'backup' | 'drill' | 'prune';
-export const SCHEDULE_KINDS: readonly ScheduleKind[] = ['backup', 'drill', 'prune'];
+export type ScheduleKind = 'backup' | 'drill' | 'prune' | 'basebackup';
+/** The kinds every database has; `basebackup` belongs to a cluster (clusters.<id>.schedules.basebackup). */
+export const SCHEDULE_KINDS: readonly DatabaseScheduleKind[] = ['backup', 'drill', 'prune'];
+export type DatabaseScheduleKind = Exclude<ScheduleKind, 'basebackup'>;
 
+/** Schedule ids: pgrunbook-<kind>-<database>, and pgrunbook-basebackup-<cluster>. */
 export const scheduleIdOf = (kind: ScheduleKind, database: string): string => `pgrunbook-${kind}-${database}`;
+
+/** Where the config sets a schedule: databases.<id>.schedules.<kind>, or clusters.<id>.schedules.basebackup. */
+export const scheduleField = (kind: ScheduleKind, id: string): string => (kind === 'basebackup' ? `clusters.${id}.schedules.basebackup` : `databases.${id}.schedules.${kind}`);
 
 /** Key of the schedule memo that marks a schedule as pgrunbook's. Set at creation; an update cannot change a schedule's memo. */
 export const OWNER_MEMO_KEY = 'pgrunbook';
 export interface OwnerMemo {
   managedBy: 'pgrunbook schedules apply';
+  /** The database, or the cluster of a basebackup schedule. */
   database: string;
   kind: ScheduleKind;
 }
@@ -63,16 +71,22 @@ const WORKFLOW: Record<ScheduleKind, { type: string; idBase: (database: string) 
   backup: { type: 'backupDatabase', idBase: (database) => `backup-${database}` },
   drill: { type: 'runRestoreDrill', idBase: (database) => `drill-${database}` },
   prune: { type: 'pruneBackups', idBase: (database) => `prune-${database}` },
+  basebackup: { type: 'basebackupCluster', idBase: (cluster) => `basebackup-${cluster}` },
 };
 
 /** The workflow input a schedule of `kind` starts with. */
-function scheduledInput(kind: ScheduleKind, database: string): BackupInput | DrillInput | PruneInput {
+function scheduledInput(kind: ScheduleKind, database: string): BackupInput | DrillInput | PruneInput | BasebackupInput {
+  if (kind === 'basebackup') return { cluster: database, requestedBy: 'schedule' } satisfies BasebackupInput;
   if (kind === 'backup') return { database, label: 'scheduled' } satisfies BackupInput;
   if (kind === 'drill') return { database, requestedBy: 'schedule' } satisfies DrillInput;
   return { database, requestedBy: 'schedule' } satisfies PruneInput;
 }
 
-/** Every database's backup, drill and prune schedule as the config wants it (prune only with retention configured). */
+/**
+ * Every database's backup, drill and prune schedule as the config wants it (prune only with
+ * retention configured), and every cluster's basebackup schedule (it prunes after each backup
+ * when the cluster has retention).
+ */
 export function desiredSchedules(config: Config): DesiredSchedule[] {
   const desired: DesiredSchedule[] = [];
   for (const [database, db] of Object.entries(config.databases)) {
@@ -85,6 +99,11 @@ export function desiredSchedules(config: Config): DesiredSchedule[] {
       }
       desired.push({ scheduleId, database, kind, enabled: true, ...scheduleOptions(config, database, kind, schedule) });
     }
+  }
+  for (const [cluster, spec] of Object.entries(config.clusters)) {
+    const schedule = spec.schedules.basebackup;
+    const scheduleId = scheduleIdOf('basebackup', cluster);
+    desired.push(schedule.enabled ? { scheduleId, database: cluster, kind: 'basebackup', enabled: true, ...scheduleOptions(config, cluster, 'basebackup', schedule) } : { scheduleId, database: cluster, kind: 'basebackup', enabled: false });
   }
   return desired;
 }
@@ -123,7 +142,7 @@ function scheduleOptions(config: Config, database: string, kind: ScheduleKind, s
       action: { ...action, memo: { [APPLIED_MEMO_KEY]: applied } },
       policies,
       memo: { [OWNER_MEMO_KEY]: owner },
-      state: schedule.paused ? { paused: true, note: `paused by the config (databases.${database}.schedules.${kind}.paused)` } : {},
+      state: schedule.paused ? { paused: true, note: `paused by the config (${scheduleField(kind, database)}.paused)` } : {},
     },
   };
 }
@@ -171,7 +190,7 @@ export async function planSchedules(client: Client, config: Config): Promise<Pla
       return;
     }
     if (!d.enabled) {
-      const why = d.kind === 'prune' && !config.databases[d.database]?.retention ? `no retention configured (databases.${d.database}.retention)` : `disabled in the config (databases.${d.database}.schedules.${d.kind}.enabled: false)`;
+      const why = d.kind === 'prune' && !config.databases[d.database]?.retention ? `no retention configured (databases.${d.database}.retention)` : `disabled in the config (${scheduleField(d.kind, d.database)}.enabled: false)`;
       if (current) plan.push({ ...base, action: 'deleted', reason: why });
       return;
     }
@@ -198,7 +217,7 @@ export async function planSchedules(client: Client, config: Config): Promise<Pla
     if (!owner || known.has(summary.scheduleId)) continue;
     const current = await describeIfExists(client, summary.scheduleId);
     if (!current || current.action.taskQueue !== config.temporal.taskQueue) continue;
-    plan.push({ scheduleId: summary.scheduleId, database: owner.database, kind: owner.kind, action: 'deleted', reason: `database "${owner.database}" is no longer in the config`, spec: describeSpec(current.spec) });
+    plan.push({ scheduleId: summary.scheduleId, database: owner.database, kind: owner.kind, action: 'deleted', reason: `${owner.kind === 'basebackup' ? 'cluster' : 'database'} "${owner.database}" is no longer in the config`, spec: describeSpec(current.spec) });
   }
   return plan;
 }
@@ -233,7 +252,7 @@ function updateOf(desired: DesiredSchedule, previous: ScheduleDescription): Sche
   const applied = appliedOf(previous);
   const configPausedChanged = applied !== null && applied.paused !== desired.applied!.paused;
   const state = configPausedChanged
-    ? { paused: desired.applied!.paused, note: `${desired.applied!.paused ? 'paused' : 'unpaused'} by the config (databases.${desired.database}.schedules.${desired.kind}.paused)` }
+    ? { paused: desired.applied!.paused, note: `${desired.applied!.paused ? 'paused' : 'unpaused'} by the config (${scheduleField(desired.kind, desired.database)}.paused)` }
     : { paused: previous.state.paused, note: previous.state.note, remainingActions: previous.state.remainingActions };
   return { spec, action, policies, state };
 }

@@ -20,9 +20,13 @@ describe('replaying recorded workflow histories', () => {
   it('has histories for every backup, restore and drill path that matters', () => {
     expect(histories).toEqual([
       'backup-cancelled.json', 'backup-connection-failed.json', 'backup-failed-notified.json', 'backup-invalid-input.json', 'backup-pruned.json', 'backup-verified.json',
+      // base backups (point-in-time recovery): verified; with retention, starting its prune child; the prune itself.
+      'basebackup-prune-completed.json', 'basebackup-pruned.json', 'basebackup-verified.json',
       // drill: canary + child backup + every check, no backup to drill, failed checks (notify), cancelled mid-restore,
       // and (patched notify-drill-result) a passed drill told to the webhook.
       'drill-backup-not-found.json', 'drill-canary-passed.json', 'drill-cancelled.json', 'drill-checks-failed.json', 'drill-passed-notified.json',
+      // point-in-time restore (mode new): promoted at a time target, discarded at an LSN target (undo stack), refused at resolve (WAL gap).
+      'pitr-discarded.json', 'pitr-promoted.json', 'pitr-unreachable.json',
       // prune (retention): plan, retire, delete, report; a dry run. backup-pruned (patched
       // prune-after-backup) starts its prune child.
       'prune-completed.json', 'prune-dry-run.json',
@@ -40,7 +44,8 @@ describe('replaying recorded workflow histories', () => {
     // id the restores were recorded with.
     // Drills were recorded under their file's name (the canary drill's child backup id derives from it).
     // Prunes and backup-pruned likewise (its prune child's id derives from it).
-    const workflowId = file.startsWith('restore-') ? 'restore-app' : /^(drill-|prune-|backup-pruned)/.test(file) ? file.replace(/\.json$/, '') : file;
+    // Base backups and point-in-time restores likewise (record-pitr.ts).
+    const workflowId = file.startsWith('restore-') ? 'restore-app' : /^(drill-|prune-|backup-pruned|basebackup-|pitr-)/.test(file) ? file.replace(/\.json$/, '') : file;
     await expect(Worker.runReplayHistory({ workflowBundle: bundle }, history, workflowId)).resolves.toBeUndefined();
   });
 

@@ -55,7 +55,7 @@ export interface RunningWorker {
 }
 
 /** Starts a worker on the config's task queue; SIGINT/SIGTERM shut it down gracefully. */
-export async function startWorker(config: Config, options: { handleSignals?: boolean } = {}): Promise<RunningWorker> {
+export async function startWorker(config: Config, options: { handleSignals?: boolean; configPath?: string } = {}): Promise<RunningWorker> {
   checkWorkerEnvironment(config);
   await checkEncryptionKeys(config);
   const client = await Connection.connect(temporalConnectionOptions(config.temporal));
@@ -77,7 +77,7 @@ export async function startWorker(config: Config, options: { handleSignals?: boo
   let connection: NativeConnection | undefined;
   try {
     connection = await connectWorker(config);
-    worker = await createWorker({ config, connection, metrics });
+    worker = await createWorker({ config, connection, metrics, ...(options.configPath ? { configPath: options.configPath } : {}) });
   } catch (error) {
     await connection?.close();
     await metricsServer?.close();

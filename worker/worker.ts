@@ -2,8 +2,10 @@ import type { Connection } from '@temporalio/client';
 import proto from '@temporalio/proto';
 import { NativeConnection, Worker, type WorkflowBundleOption } from '@temporalio/worker';
 import { createBackupActivities } from '../activities/backup.js';
+import { createBasebackupActivities } from '../activities/basebackup.js';
 import { createDrillActivities } from '../activities/drill.js';
 import { createNotifyActivities } from '../activities/notify.js';
+import { createPitrActivities } from '../activities/pitr.js';
 import { createPruneActivities } from '../activities/prune.js';
 import { createRestoreActivities } from '../activities/restore.js';
 import type { RunbookMetrics } from '../activities/runbook-metrics.js';
@@ -16,10 +18,10 @@ import { loadWorkflowBundle } from './workflow-bundle.js';
 
 export { bundleWorkflows, workflowsPath } from './workflow-bundle.js';
 
-export function createActivities(config: Config, env: NodeJS.ProcessEnv = process.env, metrics?: RunbookMetrics) {
+export function createActivities(config: Config, env: NodeJS.ProcessEnv = process.env, metrics?: RunbookMetrics, configPath?: string) {
   const repositories = new RepositoryRegistry(config, env);
-  const deps = { config, repositories, env, metrics };
-  return { ...createBackupActivities(deps), ...createRestoreActivities(deps), ...createDrillActivities(deps), ...createNotifyActivities(deps), ...createPruneActivities(deps) };
+  const deps = { config, repositories, env, metrics, configPath };
+  return { ...createBackupActivities(deps), ...createRestoreActivities(deps), ...createDrillActivities(deps), ...createNotifyActivities(deps), ...createPruneActivities(deps), ...createBasebackupActivities(deps), ...createPitrActivities(deps) };
 }
 
 export interface WorkerSetup {
@@ -36,6 +38,8 @@ export interface WorkerSetup {
   wrapActivities?: (activities: ReturnType<typeof createActivities>) => ReturnType<typeof createActivities>;
   /** Told when runbooks finish (worker/metrics.ts). */
   metrics?: RunbookMetrics;
+  /** The config file's path, for recovered servers' restore_command (point-in-time recovery). */
+  configPath?: string;
 }
 
 export async function createWorker(setup: WorkerSetup): Promise<Worker> {
@@ -48,7 +52,7 @@ export async function createWorker(setup: WorkerSetup): Promise<Worker> {
     taskQueue: config.temporal.taskQueue,
     dataConverter,
     workflowBundle: setup.workflowBundle ?? (await loadWorkflowBundle({ encodeFailureAttributes })),
-    activities: (setup.wrapActivities ?? ((a) => a))(createActivities(config, setup.env, setup.metrics)),
+    activities: (setup.wrapActivities ?? ((a) => a))(createActivities(config, setup.env, setup.metrics, setup.configPath)),
     ...(setup.identity ? { identity: setup.identity } : {}),
     // A 2-core host: a few dumps at once at most; each pg_dump is a process of its own.
     maxConcurrentActivityTaskExecutions: 4,

@@ -1,6 +1,6 @@
 import { Client } from '@temporalio/client';
 import type { LoadedConfig } from '../../config/load.js';
-import { applySchedules, type ScheduleChange } from '../../schedules/apply.js';
+import { applySchedules, scheduleField, type ScheduleChange } from '../../schedules/apply.js';
 import { deleteSchedule, findSchedule, listSchedules, pauseSchedule, triggerSchedule, unpauseSchedule, viewOf, type ScheduleView } from '../../schedules/operate.js';
 import { operatorIdentity } from '../restore.js';
 import { connectClient } from '../temporal-connection.js';
@@ -80,7 +80,7 @@ export async function schedulesCommand(loaded: LoadedConfig, out: Output, sub: s
         const view = viewOf(description, config);
         await deleteSchedule(handle);
         const note = view.inConfig
-          ? `the config still wants it: the next \`pgrunbook schedules apply\` recreates it; set databases.${view.database}.schedules.${view.kind}.enabled: false to keep it gone`
+          ? `the config still wants it: the next \`pgrunbook schedules apply\` recreates it; set ${view.kind && view.database ? scheduleField(view.kind, view.database) : `databases.${view.database}.schedules`}.enabled: false to keep it gone`
           : null;
         out.result({ ok: true, scheduleId: view.scheduleId, deleted: true, note }, () => `deleted ${view.scheduleId}${note ? `\nnote: ${note}` : ''}`);
         return EXIT.ok;

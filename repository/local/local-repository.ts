@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, rmdir, stat, unlink } from 'node:fs/promises';
+import { chown, mkdir, open, readdir, rename, rm, rmdir, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join, relative, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -43,7 +43,8 @@ export class LocalRepository implements Repository {
 
   async openFileWrite(key: string): Promise<FileWrite> {
     const target = this.path(key);
-    await mkdir(dirname(target), { recursive: true });
+    const created = await mkdir(dirname(target), { recursive: true });
+    if (created !== undefined) await this.adoptRootOwner(created, dirname(target));
     const temp = join(dirname(target), `.${basename(target)}.${randomBytes(6).toString('hex')}.partial`);
     return {
       path: temp,
@@ -61,6 +62,21 @@ export class LocalRepository implements Repository {
       },
       discard: () => unlink(temp).catch(() => undefined),
     };
+  }
+
+  /**
+   * A worker running as root gives folders it creates (`created` down to `deepest`) the owner of
+   * the repository root. Several programs write one repository: PostgreSQL's archive_command
+   * (`pgrunbook wal-push`, as the server's user) must still be able to add WAL under pitr/<cluster>/
+   * after a root worker made that folder for a base backup.
+   */
+  private async adoptRootOwner(created: string, deepest: string): Promise<void> {
+    if (process.getuid?.() !== 0) return;
+    const owner = await stat(this.root);
+    if (owner.uid === 0 && owner.gid === 0) return;
+    for (let dir = deepest; dir.length >= created.length && dir.startsWith(this.root + sep); dir = dirname(dir)) {
+      await chown(dir, owner.uid, owner.gid);
+    }
   }
 
   async read(key: string, options: { signal?: AbortSignal } = {}): Promise<Readable> {

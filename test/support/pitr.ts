@@ -1,13 +1,17 @@
-import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { appendFileSync, chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
 import { Config } from '../../config/schema.js';
-import { isRoot, postgresUid } from '../../postgres/server-user.js';
+import { asServerUser, isRoot, postgresUid } from '../../postgres/server-user.js';
+import { runTool } from '../../process/run.js';
 import { registerSecret } from '../../process/secrets.js';
 import { projectRoot } from '../../stack/binaries.js';
+import { freePort } from '../../stack/ports.js';
 import { startPostgresCluster, type PostgresCluster } from '../../stack/postgres-cluster.js';
+import { startS3Server, type S3Server } from '../../stack/seaweedfs.js';
 import { runCli, type CliResult } from './cli.js';
 import type { TestStack } from './stack.js';
 
@@ -33,7 +37,7 @@ export interface PitrSetup {
   env: NodeJS.ProcessEnv;
   /** Runs the built CLI with this setup's config. */
   cli(args: string[]): Promise<CliResult>;
-  /** pg_switch_wal() and waits until the server has archived the segment it closed; returns its name. */
+  /** Writes a WAL record, pg_switch_wal(), and waits until the server has archived the segment it closed; returns its name. */
   switchAndArchive(): Promise<string>;
   /** Waits until pg_stat_archiver reports `segment` (or a later one) archived. */
   waitArchived(segment: string, timeoutMs?: number): Promise<void>;
@@ -53,7 +57,10 @@ export interface PitrOptions {
   env?: Record<string, string>;
 }
 
-export async function startArchivingCluster(stack: TestStack, options: PitrOptions = {}): Promise<PitrSetup> {
+/** What startArchivingCluster needs of a stack: a full TestStack, or the light one of startWalTestStack. */
+export type ArchivingStack = Pick<TestStack, 'configObject' | 'workerEnv'>;
+
+export async function startArchivingCluster(stack: ArchivingStack, options: PitrOptions = {}): Promise<PitrSetup> {
   const dir = mkdtempSync(join(tmpdir(), 'pgrunbook-pitr-'));
   chmodSync(dir, 0o755);
   for (const sub of ['repo', 'restores']) mkdirSync(join(dir, sub));
@@ -117,6 +124,9 @@ export async function startArchivingCluster(stack: TestStack, options: PitrOptio
     env,
     cli: (args) => runCli([...args, '--config', configPath], env),
     switchAndArchive: async () => {
+      // pg_switch_wal() is a no-op when nothing was written since the last switch; a WAL record
+      // (a logical message, logged at any wal_level) makes every call close a segment of its own.
+      await source.sql("SELECT pg_logical_emit_message(false, 'pgrunbook-test', 'switch')");
       // pg_switch_wal() returns the end of the segment it closed; that segment is the one to wait for.
       const segment = (await source.sql('SELECT pg_walfile_name(pg_switch_wal())')).trim();
       await waitArchived(segment);
@@ -128,4 +138,105 @@ export async function startArchivingCluster(stack: TestStack, options: PitrOptio
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * A stack for tests that need no Temporal server (wal-push, wal-fetch, wal verify run without
+ * one): the same config shape as startTestStack's, SeaweedFS when asked for.
+ */
+export interface WalTestStack extends ArchivingStack {
+  s3?: S3Server;
+  teardown(): Promise<void>;
+}
+
+export async function startWalTestStack(options: { s3?: boolean } = {}): Promise<WalTestStack> {
+  const s3 = options.s3 ? await startS3Server() : undefined;
+  const workerEnv: NodeJS.ProcessEnv = { ...process.env };
+  if (s3) {
+    workerEnv.TEST_S3_ACCESS_KEY = s3.accessKeyId;
+    workerEnv.TEST_S3_SECRET_KEY = s3.secretAccessKey;
+  }
+  return {
+    s3,
+    workerEnv,
+    configObject: (databases, overrides = {}) => ({
+      repositories: s3
+        ? { s3: { type: 's3', bucket: s3.bucket, prefix: 'pgrunbook', endpoint: s3.endpoint, region: s3.region, forcePathStyle: true, accessKeyIdEnv: 'TEST_S3_ACCESS_KEY', secretAccessKeyEnv: 'TEST_S3_SECRET_KEY', partSizeMiB: 5 } }
+        : {},
+      databases,
+      metrics: { enabled: false },
+      ...overrides,
+    }),
+    teardown: async () => {
+      await s3?.stop();
+    },
+  };
+}
+
+/** pg_basebackup -Fp -X none of the archiving cluster: a stock base backup whose WAL must come from the archive. */
+export async function plainBaseBackup(setup: PitrSetup, name: string): Promise<string> {
+  const dataDir = join(setup.dir, 'restores', name);
+  await runTool(join(setup.source.binDir, 'pg_basebackup'), ['-D', dataDir, '-Fp', '-X', 'none', '--checkpoint=fast', '--no-sync'], { env: setup.source.env() });
+  if (isRoot()) {
+    const { uid, gid } = postgresUid();
+    execFileSync('chown', ['-R', `${uid}:${gid}`, dataDir]);
+  }
+  chmodSync(dataDir, 0o700);
+  return dataDir;
+}
+
+export interface RecoveredCluster {
+  dataDir: string;
+  sql(query: string, database?: string): Promise<string>;
+  /** The server log (restore_command's stderr lands here). */
+  log(): string;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts a copy of the archiving cluster's data directory in archive recovery with
+ * `restoreCommand` (no target: recovery replays all archived WAL, then promotes), and waits until
+ * it has promoted. Archiving is off, so the recovered server never writes into the archive.
+ */
+export async function recoverToLatest(setup: PitrSetup, dataDir: string, restoreCommand: string, timeoutMs = 120_000): Promise<RecoveredCluster> {
+  const port = await freePort();
+  const socketDir = dirname(dataDir);
+  const logFile = join(socketDir, `${basename(dataDir)}.log`);
+  appendFileSync(join(dataDir, 'postgresql.conf'), [
+    `port = ${port}`,
+    `unix_socket_directories = '${socketDir}'`,
+    'archive_mode = off',
+    `restore_command = '${restoreCommand.replace(/'/g, "''")}'`,
+    "recovery_target_timeline = 'latest'",
+    '',
+  ].join('\n'));
+  writeFileSync(join(dataDir, 'recovery.signal'), '');
+  if (isRoot()) {
+    const { uid, gid } = postgresUid();
+    chownSync(join(dataDir, 'recovery.signal'), uid, gid);
+  }
+  const pgCtl = (args: string[]): Promise<string> => {
+    const [file, argv] = asServerUser(isRoot(), join(setup.source.binDir, 'pg_ctl'), ['-D', dataDir, ...args]);
+    const serverEnv: Record<string, string> = {};
+    for (const [key, value] of Object.entries(setup.env)) if (key.startsWith('TEST_S3_') && value) serverEnv[key] = value;
+    return runTool(file, argv, { cwd: socketDir, env: serverEnv });
+  };
+  const env = { ...setup.source.env(), PGPORT: String(port) };
+  const sql = (query: string, database = 'postgres'): Promise<string> => runTool(join(setup.source.binDir, 'psql'), ['-X', '-v', 'ON_ERROR_STOP=1', '-At', '-d', database, '-c', query], { env });
+  const log = (): string => (existsSync(logFile) ? readFileSync(logFile, 'utf8') : '');
+  const stop = async (): Promise<void> => {
+    if (existsSync(join(dataDir, 'postmaster.pid'))) await pgCtl(['-m', 'immediate', '-w', 'stop']).catch(() => undefined);
+  };
+  try {
+    await pgCtl(['-l', logFile, '-w', '-t', String(Math.round(timeoutMs / 1000)), 'start']);
+    const deadline = Date.now() + timeoutMs;
+    while ((await sql('SELECT pg_is_in_recovery()').catch(() => 't')) !== 'f') {
+      if (Date.now() > deadline) throw new Error(`recovery did not finish within ${timeoutMs} ms`);
+      await sleep(200);
+    }
+  } catch (error) {
+    await stop();
+    throw new Error(`${(error as Error).message}\n--- server log ---\n${log().slice(-3000)}`);
+  }
+  return { dataDir, sql, log, stop };
 }
