@@ -314,6 +314,7 @@ export function createBasebackupActivities(deps: ActivityDeps) {
       const manifest = BaseBackupManifest.parse({ formatVersion: 1, kind: 'basebackup', ...rest, pgrunbookVersion: PGRUNBOOK_VERSION });
       const key = `${baseBackupFolder(manifest.id)}${BASE_ARTIFACT.manifest}`;
       await writeAll(repository(repositoryId), key, JSON.stringify(manifest, null, 2) + '\n');
+      deps.metrics?.basebackupFinished(manifest);
       return { key };
     },
 

@@ -701,6 +701,7 @@ export function createPitrActivities(deps: PitrDeps) {
       const repo = repository(clusterRepositoryId(deps.config, input.report.cluster));
       const key = pitrReportKey(input.report.cluster, new Date(input.report.startedAt));
       await writeAll(repo, key, JSON.stringify({ reportVersion: 1, pgrunbookVersion: PGRUNBOOK_VERSION, ...input.report }, null, 2) + '\n');
+      deps.metrics?.pitrFinished(input.report);
       return { key, location: `${repo.location}/${key}` };
     },
   };

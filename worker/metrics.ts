@@ -1,19 +1,27 @@
 import { createServer, type Server } from 'node:http';
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
-import type { FinishedRestore, RunbookMetrics } from '../activities/runbook-metrics.js';
-import type { Config } from '../config/schema.js';
+import type { FinishedPitr, FinishedRestore, RunbookMetrics } from '../activities/runbook-metrics.js';
+import { clusterRepositoryId, type Config } from '../config/schema.js';
+import { listBaseBackups } from '../pitr/base-catalog.js';
+import { pitrPrefix, walPrefix } from '../pitr/layout.js';
+import type { BaseBackupManifest } from '../pitr/manifest.js';
+import { parseStoredWalName } from '../pitr/wal-inventory.js';
+import { parseWalFileName, segmentLogFolder } from '../pitr/wal-names.js';
 import { readManifest } from '../repository/catalog.js';
 import { ARTIFACT, parseBackupId } from '../repository/layout.js';
 import type { Manifest } from '../repository/manifest.js';
 import type { RepositoryRegistry } from '../repository/registry.js';
 import { listDrillReports, listRestoreReports, type DrillReport } from '../repository/reports.js';
-import type { Repository } from '../repository/types.js';
+import { readAll, type Repository } from '../repository/types.js';
 
 // The worker's Prometheus metrics (seed 001 §7): one registry per worker process, fed by the
 // activities that end a runbook (writeManifest, writeRestoreReport, writeDrillReport) and seeded
 // from the repositories at start, so a restarted worker reports the last success it can prove
-// rather than "never". Timestamps are Unix seconds; a last-success timestamp of 0 means the
-// repositories hold none; a missing series means pgrunbook could not tell (repository unreadable).
+// rather than "never". Point-in-time recovery is per cluster (label `cluster`, config.clusters):
+// base backups (writeBaseManifest), point-in-time restores (writePitrReport) and the newest
+// archived WAL segment, which only the repository knows (wal-push runs outside the worker).
+// Timestamps are Unix seconds; a last-success timestamp of 0 means the repositories hold none; a
+// missing series means pgrunbook could not tell (repository unreadable).
 
 /** Every pgrunbook metric, by what it measures. Names are the seed's and never change. */
 export const METRIC = {
@@ -31,7 +39,23 @@ export const METRIC = {
   drillRto: 'postgresql_drill_rto_seconds',
   drillRpo: 'postgresql_drill_rpo_seconds',
   drillFailures: 'postgresql_drill_failures_total',
+  basebackupLastSuccess: 'postgresql_basebackup_last_success_timestamp',
+  basebackupDuration: 'postgresql_basebackup_duration_seconds',
+  basebackupSize: 'postgresql_basebackup_size_bytes',
+  basebackups: 'postgresql_basebackups_total',
+  basebackupsVerified: 'postgresql_basebackups_verified',
+  walLastArchived: 'postgresql_wal_last_archived_timestamp',
+  pitrLastSuccess: 'postgresql_pitr_last_success_timestamp',
+  pitrDuration: 'postgresql_pitr_duration_seconds',
+  pitrs: 'postgresql_pitr_total',
 } as const;
+
+/** The outcome label of postgresql_basebackups_total: what the manifest says. */
+const BASEBACKUP_OUTCOMES = ['verified', 'failed'] as const satisfies readonly BaseBackupManifest['status'][];
+/** The outcome label of postgresql_pitr_total: what the report says. */
+const PITR_OUTCOMES = ['promoted', 'replaced', 'discarded', 'failed', 'cancelled', 'rejected'] as const satisfies readonly FinishedPitr['outcome'][];
+/** A point-in-time restore whose recovered cluster was put to use (the workflow calls it completed). */
+const PITR_SUCCESS: readonly FinishedPitr['outcome'][] = ['promoted', 'replaced'];
 
 /** How often the last-success gauges are re-read from the repositories (another worker's backups count too). */
 const REFRESH_INTERVAL_MS = 10 * 60_000;
@@ -39,7 +63,8 @@ const REFRESH_INTERVAL_MS = 10 * 60_000;
 const COUNTED_LIMIT = 1_000;
 
 type Labels = 'database';
-type Track = 'backup' | 'restore' | 'drill-run' | 'drill-success';
+type ClusterLabels = 'cluster';
+type Track = 'backup' | 'restore' | 'drill-run' | 'drill-success' | 'basebackup' | 'wal' | 'pitr';
 
 export class WorkerMetrics implements RunbookMetrics {
   readonly registry = new Registry();
@@ -61,16 +86,47 @@ export class WorkerMetrics implements RunbookMetrics {
   private readonly drillRpo = this.gauge(METRIC.drillRpo, 'Achieved RPO of the newest drill: the restored backup\'s age when the drill started.');
   private readonly drillFailures = this.counter(METRIC.drillFailures, 'Restore drills that ended failed since the worker started.');
 
+  private readonly clusterGauge = (name: string, help: string): Gauge<ClusterLabels> => new Gauge({ name, help, labelNames: ['cluster'], registers: [this.registry] });
+  private readonly basebackupLastSuccess = this.clusterGauge(METRIC.basebackupLastSuccess, 'When the newest verified base backup finished (Unix seconds; 0: none in the repository).');
+  private readonly basebackupDuration = this.clusterGauge(METRIC.basebackupDuration, 'How long the newest verified base backup took, from workflow start to manifest (verification included).');
+  private readonly basebackupSize = this.clusterGauge(METRIC.basebackupSize, 'Stored size (compressed, encrypted) of the newest verified base backup.');
+  private readonly basebackupsVerified = this.clusterGauge(METRIC.basebackupsVerified, 'Verified base backups in the repository: what a recovery can start from.');
+  private readonly basebackups = new Counter<ClusterLabels | 'outcome'>({
+    name: METRIC.basebackups,
+    help: 'Base backups whose manifest this worker wrote since it started, by outcome (verified, failed verification). A base backup that failed before its manifest is not counted: the last-success age shows it.',
+    labelNames: ['cluster', 'outcome'],
+    registers: [this.registry],
+  });
+  private readonly walLastArchived = this.clusterGauge(METRIC.walLastArchived, 'When the newest WAL segment in the repository was stored (Unix seconds; 0: none archived). Re-read every 10 minutes.');
+  private readonly pitrLastSuccess = this.clusterGauge(METRIC.pitrLastSuccess, 'When the newest point-in-time restore that was promoted or replaced the cluster finished (Unix seconds; 0: none recorded).');
+  private readonly pitrDuration = this.clusterGauge(METRIC.pitrDuration, 'How long the newest promoted or replacing point-in-time restore took, the operator\'s decision included.');
+  private readonly pitrs = new Counter<ClusterLabels | 'outcome'>({
+    name: METRIC.pitrs,
+    help: 'Point-in-time restores this worker saw end since it started, by outcome (promoted, replaced, discarded, failed, cancelled, rejected).',
+    labelNames: ['cluster', 'outcome'],
+    registers: [this.registry],
+  });
+
   /** Per database and track, the finish time (ms) of what the gauges show: older news never overwrites newer. */
   private readonly shown = new Map<string, number>();
   private readonly counted = new Set<string>();
+  /** Per cluster, the verified base backup ids last listed plus those verified since. */
+  private readonly verifiedBaseBackups = new Map<string, Set<string>>();
+  /** Per cluster, the WAL folder (TTTTTTTTXXXXXXXX) that held the newest segment at the last look. */
+  private readonly newestWalFolder = new Map<string, string>();
 
-  constructor(options: { databases?: string[]; processMetrics?: boolean } = {}) {
+  constructor(options: { databases?: string[]; clusters?: string[]; processMetrics?: boolean } = {}) {
     if (options.processMetrics !== false) collectDefaultMetrics({ register: this.registry });
     // Counters exist from the start, so rate() and increase() see the first failure.
     for (const database of options.databases ?? []) {
       for (const counter of [this.backupFailures, this.restoreFailures, this.drillFailures]) counter.inc({ database }, 0);
     }
+    for (const cluster of options.clusters ?? []) this.startClusterCounters(cluster);
+  }
+
+  private startClusterCounters(cluster: string): void {
+    for (const outcome of BASEBACKUP_OUTCOMES) this.basebackups.inc({ cluster, outcome }, 0);
+    for (const outcome of PITR_OUTCOMES) this.pitrs.inc({ cluster, outcome }, 0);
   }
 
   /** The names of pgrunbook's own metrics (not the process or Temporal runtime ones). */
@@ -81,7 +137,7 @@ export class WorkerMetrics implements RunbookMetrics {
   backupFinished(manifest: Manifest): void {
     this.safely(() => {
       const { database } = manifest;
-      if (manifest.status === 'failed') this.countOnce(`backup:${manifest.id}`, this.backupFailures, database);
+      if (manifest.status === 'failed') this.countOnce(`backup:${manifest.id}`, this.backupFailures, { database });
       if (manifest.status !== 'verified') return;
       this.showIfNewer('backup', database, manifest.finishedAt, (at) => {
         this.backupLastSuccess.set({ database }, at);
@@ -94,7 +150,7 @@ export class WorkerMetrics implements RunbookMetrics {
   restoreFinished(report: FinishedRestore): void {
     this.safely(() => {
       const { database } = report;
-      if (report.outcome === 'failed') this.countOnce(`restore:${report.workflowId}:${report.runId}`, this.restoreFailures, database);
+      if (report.outcome === 'failed') this.countOnce(`restore:${report.workflowId}:${report.runId}`, this.restoreFailures, { database });
       if (report.outcome !== 'completed') return;
       this.showIfNewer('restore', database, report.finishedAt, (at) => {
         this.restoreLastSuccess.set({ database }, at);
@@ -109,8 +165,47 @@ export class WorkerMetrics implements RunbookMetrics {
     this.safely(() => {
       // A cancelled drill proves nothing either way: it is neither a run nor a result.
       if (report.outcome === 'cancelled') return;
-      if (report.outcome === 'failed') this.countOnce(`drill:${report.workflow_id}:${report.run_id}`, this.drillFailures, report.database);
+      if (report.outcome === 'failed') this.countOnce(`drill:${report.workflow_id}:${report.run_id}`, this.drillFailures, { database: report.database });
       this.showDrill(report);
+    });
+  }
+
+  basebackupFinished(manifest: BaseBackupManifest): void {
+    this.safely(() => {
+      const { cluster } = manifest;
+      this.countOnce(`basebackup:${manifest.id}`, this.basebackups, { cluster, outcome: manifest.status });
+      if (manifest.status !== 'verified') return;
+      const verified = this.verifiedBaseBackups.get(cluster) ?? new Set<string>();
+      verified.add(manifest.id);
+      this.verifiedBaseBackups.set(cluster, verified);
+      this.basebackupsVerified.set({ cluster }, verified.size);
+      this.showBasebackup(manifest);
+    });
+  }
+
+  pitrFinished(report: FinishedPitr): void {
+    this.safely(() => {
+      const { cluster } = report;
+      this.countOnce(`pitr:${report.workflowId}:${report.runId}`, this.pitrs, { cluster, outcome: report.outcome });
+      this.showPitr(report);
+    });
+  }
+
+  private showBasebackup(manifest: BaseBackupManifest): void {
+    const { cluster } = manifest;
+    this.showIfNewer('basebackup', cluster, manifest.finishedAt, (at) => {
+      this.basebackupLastSuccess.set({ cluster }, at);
+      this.basebackupDuration.set({ cluster }, Math.max(0, at - Date.parse(manifest.startedAt) / 1000));
+      this.basebackupSize.set({ cluster }, Object.values(manifest.files).reduce((sum, file) => sum + file.size, 0));
+    });
+  }
+
+  private showPitr(report: FinishedPitr): void {
+    if (!PITR_SUCCESS.includes(report.outcome)) return;
+    const { cluster } = report;
+    this.showIfNewer('pitr', cluster, report.finishedAt, (at) => {
+      this.pitrLastSuccess.set({ cluster }, at);
+      this.pitrDuration.set({ cluster }, report.durationSeconds);
     });
   }
 
@@ -171,7 +266,93 @@ export class WorkerMetrics implements RunbookMetrics {
         }
       }),
     );
+    await Promise.all(Object.keys(config.clusters).map((cluster) => this.refreshCluster(config, repositories, cluster, problems)));
     return problems;
+  }
+
+  /** A cluster's base backups, newest archived WAL segment and point-in-time restores, from its one repository. */
+  private async refreshCluster(config: Config, repositories: RepositoryRegistry, cluster: string, problems: string[]): Promise<void> {
+    this.startClusterCounters(cluster);
+    let repository: Repository;
+    try {
+      repository = repositories.get(clusterRepositoryId(config, cluster));
+    } catch (error) {
+      problems.push(`cluster ${cluster}: ${(error as Error).message}`);
+      return;
+    }
+    const where = `cluster ${cluster} in repository ${repository.id}`;
+    const tracks: [Track, () => Promise<void>][] = [
+      ['basebackup', async () => {
+        const verified = (await listBaseBackups(repository, cluster)).filter((b) => b.state === 'verified' && b.manifest);
+        // The listing is the truth (a prune removed some); a manifest verified while it ran is kept.
+        const ids = new Set(verified.map((b) => b.id));
+        this.verifiedBaseBackups.set(cluster, ids);
+        this.basebackupsVerified.set({ cluster }, ids.size);
+        if (verified[0]) this.showBasebackup(verified[0].manifest!);
+      }],
+      ['wal', async () => {
+        const newest = await this.newestArchivedSegment(repository, cluster);
+        if (newest) this.showIfNewer('wal', cluster, newest.toISOString(), (at) => this.walLastArchived.set({ cluster }, at));
+      }],
+      ['pitr', async () => {
+        const report = await latestSuccessfulPitr(repository, cluster);
+        if (report) this.showPitr(report);
+      }],
+    ];
+    const gauges: Record<string, Gauge<ClusterLabels>> = { basebackup: this.basebackupLastSuccess, wal: this.walLastArchived, pitr: this.pitrLastSuccess };
+    await Promise.all(
+      tracks.map(async ([track, read]) => {
+        try {
+          await read();
+          // Looked and found nothing: "never", which BaseBackupOverdue and WalArchiveStale see.
+          if (!this.shown.has(`${track}:${cluster}`)) gauges[track]!.set({ cluster }, 0);
+        } catch (error) {
+          problems.push(`${where} (${track}): ${(error as Error).message}`);
+        }
+      }),
+    );
+  }
+
+  /**
+   * When the newest WAL segment of a cluster was stored, listing as little as it can: the
+   * timelines/ folder (history files name every timeline; a few small objects), then only the
+   * newest timeline's newest log folder (at most 256 segments of 16 MiB) and the one after it,
+   * walking on while the next is not empty. The folder found is remembered, so a refresh costs
+   * three LISTs; only the first look at a timeline lists all its folders. Undefined: none archived.
+   */
+  private async newestArchivedSegment(repository: Repository, cluster: string): Promise<Date | undefined> {
+    const wal = walPrefix(cluster);
+    let newestTimeline = 1;
+    for (const object of await repository.list(`${wal}timelines/`)) {
+      const stored = parseStoredWalName(object.key.slice(object.key.lastIndexOf('/') + 1));
+      const file = stored && parseWalFileName(stored.name);
+      if (file?.kind === 'history') newestTimeline = Math.max(newestTimeline, file.timeline);
+    }
+    const segmentsIn = async (prefix: string) =>
+      (await repository.list(prefix)).flatMap((object) => {
+        const stored = parseStoredWalName(object.key.slice(object.key.lastIndexOf('/') + 1));
+        return stored && parseWalFileName(stored.name)?.kind === 'segment' ? [{ folder: segmentLogFolder(stored.name), modified: object.modified }] : [];
+      });
+    // A promoted timeline may not have closed a segment yet: its parent's are then the newest.
+    for (let timeline = newestTimeline; timeline >= 1; timeline--) {
+      const timelineHex = timeline.toString(16).toUpperCase().padStart(8, '0');
+      const remembered = this.newestWalFolder.get(cluster);
+      let segments = remembered?.startsWith(timelineHex) ? await segmentsIn(`${wal}${remembered}/`) : [];
+      if (segments.length === 0) segments = await segmentsIn(`${wal}${timelineHex}`);
+      if (segments.length === 0) continue;
+      let folder = segments.reduce((max, s) => (s.folder > max ? s.folder : max), segments[0]!.folder);
+      let newest = segments.filter((s) => s.folder === folder);
+      for (;;) {
+        const next = `${timelineHex}${(parseInt(folder.slice(8), 16) + 1).toString(16).toUpperCase().padStart(8, '0')}`;
+        const more = await segmentsIn(`${wal}${next}/`);
+        if (more.length === 0) break;
+        folder = next;
+        newest = more;
+      }
+      this.newestWalFolder.set(cluster, folder);
+      return new Date(Math.max(...newest.map((s) => s.modified.getTime())));
+    }
+    return undefined;
   }
 
   private showIfNewer(track: Track, database: string, finishedAt: string, show: (unixSeconds: number) => void): void {
@@ -183,11 +364,11 @@ export class WorkerMetrics implements RunbookMetrics {
     show(at / 1000);
   }
 
-  private countOnce(key: string, counter: Counter<Labels>, database: string): void {
+  private countOnce<L extends string>(key: string, counter: Counter<L>, labels: Partial<Record<L, string>>): void {
     if (this.counted.has(key)) return;
     this.counted.add(key);
     if (this.counted.size > COUNTED_LIMIT) this.counted.delete(this.counted.values().next().value!);
-    counter.inc({ database });
+    counter.inc(labels);
   }
 
   private safely(update: () => void): void {
@@ -197,6 +378,18 @@ export class WorkerMetrics implements RunbookMetrics {
       console.warn(`pgrunbook metrics: ${(error as Error).message}`);
     }
   }
+}
+
+/** The newest point-in-time restore report of a cluster that was promoted or replaced the cluster, reading reports newest first. */
+async function latestSuccessfulPitr(repository: Repository, cluster: string): Promise<FinishedPitr | undefined> {
+  const keys = (await repository.list(`${pitrPrefix(cluster)}reports/pitr-`)).map((o) => o.key).sort().reverse();
+  for (const key of keys) {
+    const report = await readAll(repository, key)
+      .then((bytes) => JSON.parse(bytes.toString('utf8')) as FinishedPitr)
+      .catch(() => undefined);
+    if (report && report.cluster === cluster && PITR_SUCCESS.includes(report.outcome)) return report;
+  }
+  return undefined;
 }
 
 /** The newest verified backup of a database in a repository, reading manifests newest first until one is verified. */

@@ -1,14 +1,15 @@
-import { ApplicationFailure, isCancellation, log, ParentClosePolicy, proxyActivities, startChild, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope, isCancellation, log, ParentClosePolicy, proxyActivities, startChild, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import type { BaseManifestDraft, BasebackupActivities, BasebackupPlan, BaseVerification, ServerFacts, TakenBasebackup } from '../activities/basebackup.js';
 import { baseBackupId } from '../pitr/layout.js';
 import { activityProfiles } from './activity-profiles.js';
 import { describeIssues } from './backup-input.js';
 import { BasebackupInput } from './basebackup-input.js';
 import { pruneBaseBackups } from './prune-base-backups.js';
+import { notifySafely } from './notify.js';
 import { messageOf, Runbook } from './runbook.js';
 import { DATABASE_ATTRIBUTE, OPERATION_ATTRIBUTE } from './search-attributes.js';
 
-export type BasebackupStep = 'resolve' | 'probe' | 'basebackup' | 'verify' | 'manifest' | 'prune';
+export type BasebackupStep = 'resolve' | 'probe' | 'basebackup' | 'verify' | 'manifest' | 'prune' | 'notify';
 
 export interface BasebackupResult {
   backupId: string;
@@ -145,6 +146,13 @@ export async function basebackupCluster(rawInput: BasebackupInput): Promise<Base
       prune,
     };
   } catch (error) {
+    if (!isCancellation(error)) {
+      // A weekly base backup that fails silently leaves point-in-time recovery without a starting point: say so.
+      const step = status.finished.at(-1)?.step ?? 'resolve';
+      status.details.notified = await CancellationScope.nonCancellable(() =>
+        runbook.step('notify', () => notifySafely({ kind: 'backup-failed', database: input.cluster, workflowId: info.workflowId, backupId: id, step, error: messageOf(error) })),
+      );
+    }
     runbook.finish(isCancellation(error) ? 'cancelled' : 'failed');
     throw error;
   }

@@ -46,6 +46,8 @@ async function exportedNames(): Promise<Set<string>> {
   return new Set((await metrics.registry.getMetricsAsJSON()).map((m) => m.name));
 }
 
+const ALERTS = ['BackupFailed', 'BackupSlow', 'BaseBackupOverdue', 'DrillFailed', 'DrillOverdue', 'PitrFailed', 'WalArchiveStale'];
+
 interface Rule { alert?: string; record?: string; expr: string; for?: string; labels?: Record<string, string>; annotations?: Record<string, string> }
 const rules = (): Rule[] => (parse(readFileSync(rulesFile, 'utf8')) as { groups: { rules: Rule[] }[] }).groups.flatMap((g) => g.rules);
 
@@ -56,7 +58,7 @@ const dashboard = (): { uid: string; panels: Panel[]; templating: { list: { name
 describe('deploy/prometheus/pgrunbook-alerts.yml', () => {
   it('passes `promtool check rules` (syntax, templates, lint)', async () => {
     const { stdout } = await promtool('check', 'rules', rulesFile);
-    expect(stdout).toContain('SUCCESS: 5 rules found');
+    expect(stdout).toContain('SUCCESS: 8 rules found');
   });
 
   it('passes `promtool test rules`: each alert fires on synthetic series where it must and stays quiet where it must not', async () => {
@@ -64,7 +66,7 @@ describe('deploy/prometheus/pgrunbook-alerts.yml', () => {
     expect(stdout).toContain('SUCCESS');
     // Every alert has at least one firing and one quiet case in the unit tests.
     const tests = (parse(readFileSync(rulesTestFile, 'utf8')) as { tests: { alert_rule_test: { alertname: string; exp_alerts: unknown[] }[] }[] }).tests.flatMap((t) => t.alert_rule_test);
-    for (const alert of ['BackupFailed', 'BackupSlow', 'DrillFailed', 'DrillOverdue']) {
+    for (const alert of ALERTS) {
       expect(tests.some((t) => t.alertname === alert && t.exp_alerts.length > 0), `${alert} fires somewhere`).toBe(true);
       expect(tests.some((t) => t.alertname === alert && t.exp_alerts.length === 0), `${alert} stays quiet somewhere`).toBe(true);
     }
@@ -72,7 +74,7 @@ describe('deploy/prometheus/pgrunbook-alerts.yml', () => {
 
   it('has the issue\'s alerts, each with a severity, a summary and a runbook hint', () => {
     const alerts = rules();
-    expect([...new Set(alerts.map((r) => r.alert))].sort()).toEqual(['BackupFailed', 'BackupSlow', 'DrillFailed', 'DrillOverdue']);
+    expect([...new Set(alerts.map((r) => r.alert))].sort()).toEqual(ALERTS);
     for (const rule of alerts) {
       expect(['critical', 'warning']).toContain(rule.labels?.severity);
       expect(rule.annotations?.summary).toBeTruthy();
@@ -83,6 +85,56 @@ describe('deploy/prometheus/pgrunbook-alerts.yml', () => {
       expect.stringContaining('> 48 * 3600'),
       'absent(postgresql_backup_last_success_timestamp)',
     ]);
+    // Point-in-time recovery: the thresholds are the documented ones, per cluster.
+    const expr = (alert: string): string => alerts.find((r) => r.alert === alert)!.expr;
+    expect(expr('BaseBackupOverdue')).toContain('max by (cluster) (postgresql_basebackup_last_success_timestamp) > 8 * 86400');
+    expect(expr('WalArchiveStale')).toContain('max by (cluster) (postgresql_wal_last_archived_timestamp) > 3600');
+    expect(expr('PitrFailed')).toContain('postgresql_pitr_total{outcome="failed"}');
+  });
+
+  it('documents a pg_stat_archiver rule for postgres_exporter that promtool checks and that fires on failed archive_command runs only', async () => {
+    // The example is commented out in the rules file (its metric is postgres_exporter's, not
+    // ours): uncommented, it must be a valid rule that does what its comment says.
+    const lines = readFileSync(rulesFile, 'utf8').split('\n');
+    const start = lines.indexOf('# example: WalArchiveCommandFailing');
+    expect(start).toBeGreaterThan(0);
+    const example = lines.slice(start + 1).filter((l) => l.startsWith('#      ')).map((l) => l.slice('#      '.length)).join('\n');
+    const [rule] = parse(example) as Rule[];
+    expect(rule).toMatchObject({ alert: 'WalArchiveCommandFailing', expr: 'increase(pg_stat_archiver_failed_count[15m]) > 0', labels: { severity: 'critical' } });
+    writeFileSync(join(workDir, 'archiver-example.yml'), stringify({ groups: [{ name: 'example', rules: [rule] }] }));
+    expect((await promtool('check', 'rules', join(workDir, 'archiver-example.yml'))).stdout).toContain('SUCCESS: 1 rules found');
+    // db-1 fails three times from 00:35 (then archives again: the counter stays); db-2 archives fine;
+    // db-3's statistics are reset (pg_stat_reset_shared('archiver')), which is no failure.
+    writeFileSync(
+      join(workDir, 'archiver-example.test.yml'),
+      stringify({
+        rule_files: ['archiver-example.yml'],
+        evaluation_interval: '5m',
+        tests: [
+          {
+            interval: '5m',
+            input_series: [
+              { series: 'pg_stat_archiver_failed_count{instance="db-1:9187", job="postgres"}', values: '0 0 0 0 0 0 0 1 2 3 3 3 3 3 3 3 3 3 3 3' },
+              { series: 'pg_stat_archiver_failed_count{instance="db-2:9187", job="postgres"}', values: '0x19' },
+              { series: 'pg_stat_archiver_failed_count{instance="db-3:9187", job="postgres"}', values: '7x5 0x14' },
+            ],
+            alert_rule_test: [
+              { eval_time: '30m', alertname: 'WalArchiveCommandFailing', exp_alerts: [] },
+              // Pending from 00:35, firing 15 minutes later while failures stay in the window.
+              { eval_time: '45m', alertname: 'WalArchiveCommandFailing', exp_alerts: [] },
+              {
+                eval_time: '50m',
+                alertname: 'WalArchiveCommandFailing',
+                exp_alerts: [{ exp_labels: { severity: 'critical', instance: 'db-1:9187', job: 'postgres' }, exp_annotations: { ...rule!.annotations, summary: 'archive_command fails on db-1:9187', description: rule!.annotations!.description!.replace('{{ $labels.instance }}', 'db-1:9187') } }],
+              },
+              { eval_time: '1h30m', alertname: 'WalArchiveCommandFailing', exp_alerts: [] },
+            ],
+          },
+        ],
+      }),
+    );
+    const { stdout } = await promtool('test', 'rules', join(workDir, 'archiver-example.test.yml'));
+    expect(stdout).toContain('SUCCESS');
   });
 
   it('uses only metrics the worker exports', async () => {

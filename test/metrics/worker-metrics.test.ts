@@ -1,13 +1,16 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, utimesSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import type { FinishedPitr } from '../../activities/runbook-metrics.js';
 import { Config } from '../../config/schema.js';
+import { BASE_ARTIFACT, baseBackupFolder, baseBackupId, pitrReportKey, walPrefix } from '../../pitr/layout.js';
+import { BaseBackupManifest } from '../../pitr/manifest.js';
 import { ARTIFACT, backupId } from '../../repository/layout.js';
 import { Manifest } from '../../repository/manifest.js';
 import { RepositoryRegistry } from '../../repository/registry.js';
 import { drillReportKey, type DrillReport } from '../../repository/reports.js';
-import { writeAll } from '../../repository/types.js';
+import { writeAll, type Repository } from '../../repository/types.js';
 import { METRIC, WorkerMetrics } from '../../worker/metrics.js';
 
 // WorkerMetrics on its own (the end-to-end test scrapes a real worker): what a finished runbook
@@ -19,6 +22,26 @@ afterAll(() => rmSync(workDir, { recursive: true, force: true }));
 async function value(metrics: WorkerMetrics, name: string, database = 'app'): Promise<number | undefined> {
   const metric = metrics.registry.getSingleMetric(name);
   return (await metric!.get()).values.find((v) => v.labels.database === database)?.value;
+}
+
+/** A per-cluster series' value; `outcome` for the by-outcome counters. */
+async function clusterValue(metrics: WorkerMetrics, name: string, cluster = 'main', outcome?: string): Promise<number | undefined> {
+  const metric = metrics.registry.getSingleMetric(name);
+  return (await metric!.get()).values.find((v) => v.labels.cluster === cluster && v.labels.outcome === outcome)?.value;
+}
+
+function baseManifest(cluster: string, finishedAt: string, status: BaseBackupManifest['status'], size = 1000): BaseBackupManifest {
+  const started = new Date(Date.parse(finishedAt) - 300_000);
+  const verification = { tool: 'pg_verifybackup 15', ok: status === 'verified', at: finishedAt, detail: null };
+  return BaseBackupManifest.parse({
+    formatVersion: 1, kind: 'basebackup', id: baseBackupId(cluster, started), cluster, status, startedAt: started.toISOString(), finishedAt, startLsn: '0/2000028', stopLsn: '0/2000100', timeline: 1,
+    walRange: { start: '000000010000000000000002', stop: '000000010000000000000002' }, serverVersion: '15.8', serverVersionNum: 150008, systemIdentifier: '7300000000000000000', segmentSize: 16 * 1024 * 1024,
+    files: { [`${BASE_ARTIFACT.tar}.zst`]: { size, sha256: 'b'.repeat(64) } }, tarSize: size * 3, compression: 'zstd', verification, error: status === 'failed' ? 'verification failed' : null, workflowId: 'basebackup-x', pgrunbookVersion: 'test',
+  });
+}
+
+function pitrReport(finishedAt: string, outcome: FinishedPitr['outcome'], runId = finishedAt): FinishedPitr & { startedAt: string } {
+  return { workflowId: 'pitr-main', runId, cluster: 'main', outcome, startedAt: new Date(Date.parse(finishedAt) - 600_000).toISOString(), finishedAt, durationSeconds: 600 };
 }
 
 function manifest(database: string, finishedAt: string, status: Manifest['status'], size = 1000): Manifest {
@@ -117,6 +140,96 @@ describe('WorkerMetrics', () => {
     expect(await value(metrics, METRIC.restoreLastSuccess)).toBe(0);
     for (const name of [METRIC.backupLastSuccess, METRIC.drillLastRun, METRIC.drillLastSuccess]) expect(await value(metrics, name, 'fresh')).toBe(0);
     expect(await value(metrics, METRIC.backupSize, 'fresh')).toBeUndefined();
+  });
+
+  it('a base backup sets last success, duration and stored size, and counts by outcome once however often its manifest is rewritten', async () => {
+    const metrics = new WorkerMetrics({ clusters: ['main'], processMetrics: false });
+    expect(await clusterValue(metrics, METRIC.basebackups, 'main', 'failed')).toBe(0);
+    const verified = baseManifest('main', '2026-11-22T01:05:00.000Z', 'verified', 7777);
+    metrics.basebackupFinished(verified);
+    metrics.basebackupFinished(verified);
+    expect(await clusterValue(metrics, METRIC.basebackupLastSuccess)).toBe(Date.parse('2026-11-22T01:05:00.000Z') / 1000);
+    expect(await clusterValue(metrics, METRIC.basebackupDuration)).toBe(300);
+    expect(await clusterValue(metrics, METRIC.basebackupSize)).toBe(7777);
+    expect(await clusterValue(metrics, METRIC.basebackupsVerified)).toBe(1);
+    expect(await clusterValue(metrics, METRIC.basebackups, 'main', 'verified')).toBe(1);
+    // Failed verification: counted, never a success; an older verified one never overwrites the newer.
+    metrics.basebackupFinished(baseManifest('main', '2026-11-29T01:05:00.000Z', 'failed'));
+    metrics.basebackupFinished(baseManifest('main', '2026-11-15T01:05:00.000Z', 'verified', 1));
+    expect(await clusterValue(metrics, METRIC.basebackups, 'main', 'failed')).toBe(1);
+    expect(await clusterValue(metrics, METRIC.basebackupSize)).toBe(7777);
+    expect(await clusterValue(metrics, METRIC.basebackupsVerified)).toBe(2);
+  });
+
+  it('a point-in-time restore counts by outcome once per run; only a promoted or replacing one sets last success and duration', async () => {
+    const metrics = new WorkerMetrics({ clusters: ['main'], processMetrics: false });
+    for (const outcome of ['promoted', 'replaced', 'discarded', 'failed', 'cancelled', 'rejected']) expect(await clusterValue(metrics, METRIC.pitrs, 'main', outcome), outcome).toBe(0);
+    metrics.pitrFinished(pitrReport('2026-11-22T14:40:00.000Z', 'promoted'));
+    expect(await clusterValue(metrics, METRIC.pitrLastSuccess)).toBe(Date.parse('2026-11-22T14:40:00.000Z') / 1000);
+    expect(await clusterValue(metrics, METRIC.pitrDuration)).toBe(600);
+    const failed = pitrReport('2026-11-23T14:40:00.000Z', 'failed');
+    metrics.pitrFinished(failed);
+    metrics.pitrFinished(failed);
+    metrics.pitrFinished({ ...pitrReport('2026-11-24T14:40:00.000Z', 'discarded'), durationSeconds: 5 });
+    expect(await clusterValue(metrics, METRIC.pitrs, 'main', 'failed')).toBe(1);
+    expect(await clusterValue(metrics, METRIC.pitrs, 'main', 'discarded')).toBe(1);
+    expect(await clusterValue(metrics, METRIC.pitrLastSuccess)).toBe(Date.parse('2026-11-22T14:40:00.000Z') / 1000);
+    expect(await clusterValue(metrics, METRIC.pitrDuration)).toBe(600);
+  });
+
+  it('reads a cluster from its repository: the newest verified base backup and their count, the newest point-in-time restore put to use, and the newest WAL segment by listing only the newest folders', async () => {
+    const repoPath = join(workDir, 'pitr-repo');
+    const config = Config.parse({
+      repositories: { local: { type: 'local', path: repoPath } },
+      databases: { app: { url: 'postgres://a@h/app' } },
+      clusters: { main: { database: 'app', dataDirectory: '/nonexistent' } },
+    });
+    const real = new RepositoryRegistry(config).get('local');
+    // Every LIST the refresh makes, by prefix: the WAL archive must not be listed whole.
+    const listed: string[] = [];
+    const repo: Repository = Object.assign(Object.create(real) as Repository, { list: (prefix: string) => (listed.push(prefix), real.list(prefix)) });
+    const repositories = { get: () => repo } as unknown as RepositoryRegistry;
+    for (const m of [baseManifest('main', '2026-11-15T01:05:00.000Z', 'verified', 10), baseManifest('main', '2026-11-22T01:05:00.000Z', 'verified', 20), baseManifest('main', '2026-11-29T01:05:00.000Z', 'failed')]) {
+      await writeAll(repo, `${baseBackupFolder(m.id)}${BASE_ARTIFACT.manifest}`, JSON.stringify(m));
+    }
+    for (const report of [pitrReport('2026-11-23T10:00:00.000Z', 'replaced'), pitrReport('2026-11-24T10:00:00.000Z', 'failed')]) {
+      await writeAll(repo, pitrReportKey('main', new Date(report.startedAt)), JSON.stringify(report));
+    }
+    const archive = async (name: string, at: string, folder = name.slice(0, 16)): Promise<void> => {
+      const key = `${walPrefix('main')}${folder}/${name}-${'c'.repeat(64)}.zst`;
+      await writeAll(repo, key, 'wal');
+      utimesSync(join(repoPath, key), new Date(at), new Date(at));
+    };
+    // Timeline 1 over two log folders, then a promotion to timeline 2 (its history file, and
+    // segments from the switch point on).
+    await archive('000000010000000000000001', '2026-11-22T00:00:00Z');
+    await archive('0000000100000000000000FF', '2026-11-22T06:00:00Z');
+    await archive('000000010000000100000000', '2026-11-22T07:00:00Z');
+    await archive('00000002.history', '2026-11-22T07:30:00Z', 'timelines');
+    await archive('000000020000000100000000', '2026-11-22T08:00:00Z');
+
+    const metrics = new WorkerMetrics({ processMetrics: false });
+    expect(await metrics.refreshFromRepositories(config, repositories)).toEqual([]);
+    expect(await clusterValue(metrics, METRIC.basebackupLastSuccess)).toBe(Date.parse('2026-11-22T01:05:00.000Z') / 1000);
+    expect(await clusterValue(metrics, METRIC.basebackupSize)).toBe(20);
+    expect(await clusterValue(metrics, METRIC.basebackupsVerified)).toBe(2);
+    expect(await clusterValue(metrics, METRIC.basebackups, 'main', 'failed')).toBe(0);
+    expect(await clusterValue(metrics, METRIC.pitrLastSuccess)).toBe(Date.parse('2026-11-23T10:00:00.000Z') / 1000);
+    expect(await clusterValue(metrics, METRIC.walLastArchived)).toBe(Date.parse('2026-11-22T08:00:00Z') / 1000);
+
+    // Timeline 2 goes on into its next folder; timeline 3 has a history file but no segment yet.
+    await archive('000000020000000100000001', '2026-11-22T09:00:00Z');
+    await archive('000000020000000200000000', '2026-11-22T10:00:00Z');
+    await archive('00000003.history', '2026-11-22T10:30:00Z', 'timelines');
+    listed.length = 0;
+    expect(await metrics.refreshFromRepositories(config, repositories)).toEqual([]);
+    expect(await clusterValue(metrics, METRIC.walLastArchived)).toBe(Date.parse('2026-11-22T10:00:00Z') / 1000);
+    const wal = walPrefix('main');
+    expect(listed.filter((p) => p.startsWith(wal))).toEqual([`${wal}timelines/`, `${wal}00000003`, `${wal}0000000200000001/`, `${wal}0000000200000002/`, `${wal}0000000200000003/`]);
+    // Quiet: the next refresh lists the timelines, the remembered folder and the one after it.
+    listed.length = 0;
+    await metrics.refreshFromRepositories(config, repositories);
+    expect(listed.filter((p) => p.startsWith(wal))).toEqual([`${wal}timelines/`, `${wal}00000003`, `${wal}0000000200000002/`, `${wal}0000000200000003/`]);
   });
 
   it('an unreadable repository is a problem, not a "never"', async () => {
