@@ -22,9 +22,10 @@ import { ChecksumStream } from '../repository/checksum-stream.js';
 import type { RetentionDecision } from '../repository/retention.js';
 import { writeAll, type Repository } from '../repository/types.js';
 import type { ArchiveEncryption } from '../repository/manifest.js';
-import { statusQuery } from '../workflows/runbook.js';
 import { DATABASE_ATTRIBUTE, OPERATION_ATTRIBUTE } from '../workflows/search-attributes.js';
 import { createEncryptionSupport } from './encryption.js';
+import type { PruneReport } from './prune.js';
+import { planGuards, removeFolderManifestFirst, retireManifests, runningStatusDetails, writePruneReportFile, type BackupsInUse } from './retirement.js';
 import { activitySupport, type ActivityDeps } from './support.js';
 import { PGRUNBOOK_VERSION } from './version.js';
 
@@ -89,26 +90,17 @@ export interface BasePrunePlan {
   retry: { maximumAttempts: number; initialIntervalSeconds: number; maximumIntervalSeconds: number };
 }
 
-export interface BasePruneReport {
-  report_version: 1;
+/** The prune report's fields, for a cluster's base backups, and where their WAL was cut. */
+export type BasePruneReport = Omit<PruneReport, 'kind' | 'database'> & {
   kind: 'basebackup-prune';
-  pgrunbook_version: string;
-  workflow_id: string;
   cluster: string;
-  repository: string;
-  planned_at: string;
-  finished_at: string;
-  requested_by: string | null;
-  deleted: { backup_id: string; state: string; reasons: string[] }[];
-  skipped: { backup_id: string; reason: string }[];
-  kept: number;
   wal: { cutoff: string | null; cutoff_backup: string | null; deleted: number };
-}
+};
 
 export const basePruneReportKey = (cluster: string): string => `${pitrPrefix(cluster)}reports/last-prune.json`;
 
 /** Base backups that running point-in-time restores of `cluster` use, and base backups running basebackupCluster workflows write. */
-export async function baseBackupsInUse(client: Client, cluster: string): Promise<{ byId: Map<string, string>; unknown: string[] }> {
+export async function baseBackupsInUse(client: Client, cluster: string): Promise<BackupsInUse> {
   const byId = new Map<string, string>();
   const unknown: string[] = [];
   const writers = `${DATABASE_ATTRIBUTE.name} = "${cluster}" AND ${OPERATION_ATTRIBUTE.name} = "basebackup" AND ExecutionStatus = "Running"`;
@@ -117,12 +109,7 @@ export async function baseBackupsInUse(client: Client, cluster: string): Promise
   }
   for await (const execution of client.workflow.list({ query: 'WorkflowType = "pointInTimeRestore" AND ExecutionStatus = "Running"' })) {
     const who = `pointInTimeRestore ${execution.workflowId} is running`;
-    let details: Record<string, unknown> | undefined;
-    try {
-      details = (await withTimeout(client.workflow.getHandle(execution.workflowId, execution.runId).query(statusQuery), 10_000)).details;
-    } catch {
-      details = undefined;
-    }
+    const details = await runningStatusDetails(client, execution);
     if (details && typeof details.cluster === 'string' && details.cluster !== cluster) continue;
     const used = [details?.baseBackupId, details?.baseBackup].filter((v): v is string => typeof v === 'string' && v.startsWith(`${cluster}/`));
     if (used.length === 0) unknown.push(who);
@@ -146,18 +133,7 @@ async function baseInventory(repository: Repository, cluster: string): Promise<B
 
 /** Removes one base backup folder, manifest first (from then on it is incomplete, never verified). Idempotent. */
 export async function removeBaseBackupFolder(repository: Repository, id: string, signal?: AbortSignal): Promise<number> {
-  const folder = baseBackupFolder(id);
-  const manifest = `${folder}${BASE_ARTIFACT.manifest}`;
-  await repository.delete(manifest);
-  let removed = 0;
-  for (const write of await repository.listIncompleteWrites(folder)) removed += await repository.removeIncompleteWrites(write.key);
-  for (const object of await repository.list(folder)) {
-    signal?.throwIfAborted();
-    await repository.delete(object.key);
-    removed += 1;
-  }
-  await repository.delete(manifest);
-  return removed;
+  return removeFolderManifestFirst(repository, baseBackupFolder(id), `${baseBackupFolder(id)}${BASE_ARTIFACT.manifest}`, signal);
 }
 
 export function createBasebackupActivities(deps: ActivityDeps) {
@@ -325,11 +301,7 @@ export function createBasebackupActivities(deps: ActivityDeps) {
       const repo = repository(repositoryId);
       const now = new Date();
       const [backups, inUse, wal] = await Promise.all([baseInventory(repo, input.cluster), baseBackupsInUse(Context.current().client, input.cluster), listArchivedWal(repo, input.cluster)]);
-      const guards = new Map(inUse.byId);
-      if (inUse.unknown.length > 0) {
-        // A restore that cannot tell which base backup it uses might use any: keep them all this time.
-        for (const b of backups) if (b.state === 'verified' && !guards.has(b.id)) guards.set(b.id, `${inUse.unknown.join('; ')} and did not say which base backup it uses`);
-      }
+      const guards = planGuards(inUse, backups, 'base backup');
       const { decisions, walCutoff } = planBaseRetention(backups, config.retention, now, guards);
       const segmentSize = backups.find((b) => b.manifest)?.manifest?.segmentSize ?? DEFAULT_SEGMENT_SIZE;
       const walToDelete = walCutoff ? wal.filter((w) => walBeforeCutoff(w.name, walCutoff.segment, segmentSize)).map((w) => w.name) : [];
@@ -352,18 +324,7 @@ export function createBasebackupActivities(deps: ActivityDeps) {
     async retireBaseBackups(input: { cluster: string; repository: string; backupIds: string[] }): Promise<{ retired: string[]; skipped: { backupId: string; reason: string }[] }> {
       const repo = repository(input.repository);
       const inUse = await baseBackupsInUse(Context.current().client, input.cluster);
-      const retired: string[] = [];
-      const skipped: { backupId: string; reason: string }[] = [];
-      for (const id of input.backupIds) {
-        const guard = inUse.byId.get(id) ?? (inUse.unknown.length > 0 ? `${inUse.unknown.join('; ')} and did not say which base backup it uses` : undefined);
-        if (guard) {
-          skipped.push({ backupId: id, reason: `protected: ${guard}` });
-          continue;
-        }
-        await repo.delete(`${baseBackupFolder(id)}${BASE_ARTIFACT.manifest}`);
-        retired.push(id);
-      }
-      return { retired, skipped };
+      return retireManifests(repo, input.backupIds, inUse, 'base backup', (id) => `${baseBackupFolder(id)}${BASE_ARTIFACT.manifest}`);
     },
 
     /** Removes the retired folders' files, then the WAL before the cutoff. A retry resumes (deletes are idempotent). */
@@ -400,21 +361,9 @@ export function createBasebackupActivities(deps: ActivityDeps) {
     /** pitr/<cluster>/reports/last-prune.json: what went, which rule decided it, where WAL was cut. */
     async writeBasePruneReport(input: { report: Omit<BasePruneReport, 'pgrunbook_version' | 'finished_at'> }): Promise<{ key: string; location: string }> {
       const report: BasePruneReport = { ...input.report, pgrunbook_version: PGRUNBOOK_VERSION, finished_at: new Date().toISOString() };
-      const repo = repository(report.repository);
-      const key = basePruneReportKey(report.cluster);
-      await writeAll(repo, key, JSON.stringify(report, null, 2) + '\n');
-      return { key, location: `${repo.location.replace(/\/?$/, '/')}${key}` };
+      return writePruneReportFile(repository(report.repository), basePruneReportKey(report.cluster), report);
     },
   };
 }
 
 export type BasebackupActivities = ReturnType<typeof createBasebackupActivities>;
-
-async function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([promise, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms)))]);
-  } finally {
-    clearTimeout(timer);
-  }
-}

@@ -4,9 +4,9 @@ import { defaultRepositoryId } from '../config/schema.js';
 import { listBackups } from '../repository/catalog.js';
 import { ARTIFACT, backupId as makeBackupId, parseBackupId } from '../repository/layout.js';
 import { planRetention, type RetentionCandidate, type RetentionDecision } from '../repository/retention.js';
-import { writeAll, type Repository } from '../repository/types.js';
-import { statusQuery } from '../workflows/runbook.js';
+import type { Repository } from '../repository/types.js';
 import { DATABASE_ATTRIBUTE, LABEL_ATTRIBUTE, OPERATION_ATTRIBUTE } from '../workflows/search-attributes.js';
+import { planGuards, removeFolderManifestFirst, retireManifests, runningStatusDetails, writePruneReportFile, type BackupsInUse } from './retirement.js';
 import { activitySupport, type ActivityDeps } from './support.js';
 import { PGRUNBOOK_VERSION } from './version.js';
 
@@ -55,15 +55,6 @@ export interface PruneReport {
 /** The last prune of a database, beside its drill reports; overwritten by the next prune. */
 export const pruneReportKey = (database: string): string => `reports/${database}/last-prune.json`;
 
-/** How long one running workflow may take to answer its status query. */
-const QUERY_TIMEOUT_MS = 10_000;
-
-/** In use by running workflows: backup id -> who; `unknown`: restores/drills that could not say which backup they use. */
-export interface BackupsInUse {
-  byId: Map<string, string>;
-  unknown: string[];
-}
-
 /**
  * Backups that running restores and drills use (their resolved backup, a named backup they will
  * resolve, a restore's safety backup) and folders running backups write, found through
@@ -82,13 +73,7 @@ export async function backupsInUse(client: Client, database: string): Promise<Ba
       if (others?.split('; ').includes(who)) return;
       byId.set(id, others ? `${others}; ${who}` : who);
     };
-    let details: Record<string, unknown> | undefined;
-    try {
-      const status = await withTimeout(client.workflow.getHandle(execution.workflowId, execution.runId).query(statusQuery), QUERY_TIMEOUT_MS);
-      details = status.details;
-    } catch {
-      details = undefined;
-    }
+    const details = await runningStatusDetails(client, execution);
     if (operation === 'backup') {
       // The folder it writes; derivable without the query (the id is its start time and label).
       use(details?.backupId ?? makeBackupId(database, execution.startTime, execution.typedSearchAttributes.get(LABEL_ATTRIBUTE) ?? undefined));
@@ -125,18 +110,7 @@ export async function inventory(repository: Repository, database: string): Promi
  * incomplete writes, then every other file. Idempotent: a re-run finishes what a dead run began.
  */
 export async function removeBackupFolder(repository: Repository, id: string, signal?: AbortSignal): Promise<number> {
-  const manifest = `${id}/${ARTIFACT.manifest}`;
-  await repository.delete(manifest);
-  let removed = 0;
-  for (const write of await repository.listIncompleteWrites(`${id}/`)) removed += await repository.removeIncompleteWrites(write.key);
-  for (const object of await repository.list(`${id}/`)) {
-    signal?.throwIfAborted();
-    await repository.delete(object.key);
-    removed += 1;
-  }
-  // Again, now that nothing else is there: also removes a local folder left empty.
-  await repository.delete(manifest);
-  return removed;
+  return removeFolderManifestFirst(repository, `${id}/`, `${id}/${ARTIFACT.manifest}`, signal);
 }
 
 export function createPruneActivities(deps: ActivityDeps) {
@@ -152,11 +126,7 @@ export function createPruneActivities(deps: ActivityDeps) {
       const repo = repository(repositoryId);
       const now = new Date();
       const [candidates, inUse] = await Promise.all([inventory(repo, input.database), usesNow(input.database)]);
-      const guards = new Map(inUse.byId);
-      if (inUse.unknown.length > 0) {
-        // A restore or drill that cannot tell which backup it uses might use any: keep them all this time.
-        for (const c of candidates) if (c.state === 'verified' && !guards.has(c.id)) guards.set(c.id, `${inUse.unknown.join('; ')} and did not say which backup it uses`);
-      }
+      const guards = planGuards(inUse, candidates, 'backup');
       return {
         database: input.database,
         repository: repositoryId,
@@ -175,19 +145,7 @@ export function createPruneActivities(deps: ActivityDeps) {
      */
     async retireBackups(input: { database: string; repository: string; backupIds: string[] }): Promise<RetireResult> {
       const repo = repository(input.repository);
-      const inUse = await usesNow(input.database);
-      const retired: string[] = [];
-      const skipped: RetireResult['skipped'] = [];
-      for (const id of input.backupIds) {
-        const guard = inUse.byId.get(id) ?? (inUse.unknown.length > 0 ? `${inUse.unknown.join('; ')} and did not say which backup it uses` : undefined);
-        if (guard) {
-          skipped.push({ backupId: id, reason: `protected: ${guard}` });
-          continue;
-        }
-        await repo.delete(`${id}/${ARTIFACT.manifest}`);
-        retired.push(id);
-      }
-      return { retired, skipped };
+      return retireManifests(repo, input.backupIds, await usesNow(input.database), 'backup', (id) => `${id}/${ARTIFACT.manifest}`);
     },
 
     /** Removes the retired folders' files. Long: heartbeats, and a retry resumes after the last folder done. */
@@ -215,21 +173,9 @@ export function createPruneActivities(deps: ActivityDeps) {
     /** The last prune's report, beside the drill reports (reports/<db>/): what went and which rule decided it. */
     async writePruneReport(input: { report: Omit<PruneReport, 'pgrunbook_version' | 'finished_at'> }): Promise<{ key: string; location: string }> {
       const report: PruneReport = { ...input.report, pgrunbook_version: PGRUNBOOK_VERSION, finished_at: new Date().toISOString() };
-      const repo = repository(report.repository);
-      const key = pruneReportKey(report.database);
-      await writeAll(repo, key, JSON.stringify(report, null, 2) + '\n');
-      return { key, location: `${repo.location.replace(/\/?$/, '/')}${key}` };
+      return writePruneReportFile(repository(report.repository), pruneReportKey(report.database), report);
     },
   };
 }
 
 export type PruneActivities = ReturnType<typeof createPruneActivities>;
-
-async function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([promise, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms)))]);
-  } finally {
-    clearTimeout(timer);
-  }
-}

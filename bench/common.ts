@@ -1,10 +1,12 @@
 // Shared by the benchmarks: logging with elapsed time, timers, units and rounding.
 import { existsSync, readFileSync } from 'node:fs';
 import { hrtime } from 'node:process';
+import type { WorkflowHandle } from '@temporalio/client';
 import { describeError } from '../client/output.js';
 import { startPostgresCluster, type PostgresCluster } from '../stack/postgres-cluster.js';
 import { startS3Server, type S3Server } from '../stack/seaweedfs.js';
 import { startTemporalDevServer } from '../stack/temporal-dev-server.js';
+import { statusQuery, type RunbookStatus } from '../workflows/runbook.js';
 
 export const MB = 1024 * 1024;
 export const GB = 1024 * MB;
@@ -67,6 +69,34 @@ export function reportBenchFailure(error: unknown, workerLog: string | undefined
   const described = describeError(error);
   process.stderr.write(`bench failed: ${described.type}: ${described.message}${described.hint ? `\nHINT: ${described.hint}` : ''}\n`);
   if (workerLog && existsSync(workerLog)) process.stderr.write(`--- worker log (tail) ---\n${readFileSync(workerLog, 'utf8').slice(-4000)}\n`);
+}
+
+/**
+ * Waits for a workflow's result; after `timeoutMs` it is stuck, not slow: terminate it and say where
+ * it stood. `describeSteps` renders the steps from its status query into the error.
+ */
+export async function resultOrStuck<T>(handle: WorkflowHandle, what: string, timeoutMs: number, describeSteps: (status: RunbookStatus | undefined) => string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const stuck = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error('stuck')), timeoutMs);
+  });
+  try {
+    return (await Promise.race([handle.result(), stuck])) as T;
+  } catch (error) {
+    const status = await handle.query(statusQuery).catch(() => undefined);
+    if ((error as Error).message !== 'stuck') {
+      const d = describeError(error);
+      throw new Error(`${what} (${handle.workflowId}) failed: ${d.type}: ${d.message}${d.hint ? `\nHINT: ${d.hint}` : ''}${describeSteps(status)}`);
+    }
+    const pending = (await handle.describe().catch(() => undefined))?.raw.pendingActivities?.[0];
+    await handle.terminate('bench: no result in time').catch(() => undefined);
+    throw new Error(
+      `${what} (${handle.workflowId}) had no result after ${timeoutMs / 1000} s (terminated); current step ${status?.currentStep ?? '?'}, waiting for ${status?.waitingFor ?? '-'}, ` +
+        `pending activity ${pending?.activityType?.name ?? '-'} (attempt ${pending?.attempt ?? '-'}${pending?.lastFailure?.message ? `, last failure: ${pending.lastFailure.message}` : ''})${describeSteps(status)}`,
+    );
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** Runs a benchmark's main and exits with its code. */

@@ -2,7 +2,7 @@
 // commands run the way the server runs archive_command, and recovered servers started from a
 // restored data directory. Linux only; as root, server-side commands run as `postgres`.
 import { spawn } from 'node:child_process';
-import { chownSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { chownSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, type Dirent } from 'node:fs';
 import { join } from 'node:path';
 import { hrtime } from 'node:process';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -282,34 +282,31 @@ export function restoredSegments(serverLog: string): number {
 export function archivedFiles(dir: string): { files: number; bytes: number } {
   let files = 0;
   let bytes = 0;
-  const walk = (d: string): void => {
-    if (!existsSync(d)) return;
-    for (const entry of readdirSync(d, { withFileTypes: true })) {
-      const path = join(d, entry.name);
-      if (entry.isDirectory()) walk(path);
-      else if (/^[0-9A-F]{24}/.test(entry.name)) {
-        files++;
-        bytes += statSync(path).size;
-      }
-    }
-  };
-  walk(dir);
+  forEachFileUnder(dir, (entry, path) => {
+    if (!/^[0-9A-F]{24}/.test(entry.name)) return;
+    files++;
+    bytes += statSync(path).size;
+  });
   return { files, bytes };
 }
 
 /** Total bytes of the files under `dir`. */
 export function treeBytes(dir: string): number {
   let bytes = 0;
-  const walk = (d: string): void => {
-    if (!existsSync(d)) return;
-    for (const entry of readdirSync(d, { withFileTypes: true })) {
-      const path = join(d, entry.name);
-      if (entry.isDirectory()) walk(path);
-      else if (entry.isFile()) bytes += statSync(path).size;
-    }
-  };
-  walk(dir);
+  forEachFileUnder(dir, (entry, path) => {
+    if (entry.isFile()) bytes += statSync(path).size;
+  });
   return bytes;
+}
+
+/** Calls `visit` for every entry under `dir` that is not a directory, recursively; a missing `dir` has none. */
+function forEachFileUnder(dir: string, visit: (entry: Dirent, path: string) => void): void {
+  if (!existsSync(dir)) return;
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) forEachFileUnder(path, visit);
+    else visit(entry, path);
+  }
 }
 
 export function removeTree(path: string): void {

@@ -36,17 +36,17 @@ import { dirname, join } from 'node:path';
 import { hrtime } from 'node:process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
-import type { Client, WorkflowHandle } from '@temporalio/client';
+import type { Client } from '@temporalio/client';
 import { stringify } from 'yaml';
 import { startBackup } from '../client/backup.js';
-import { describeError, table } from '../client/output.js';
+import { table } from '../client/output.js';
 import { Config } from '../config/schema.js';
 import { projectRoot } from '../stack/binaries.js';
 import { freePort } from '../stack/ports.js';
 import type { PostgresCluster } from '../stack/postgres-cluster.js';
 import type { PitrResult } from '../workflows/point-in-time-restore.js';
 import { statusQuery, type RunbookStatus } from '../workflows/runbook.js';
-import { log, mb, positiveFlag, reportBenchFailure, round, runBench, secondsSince, startBenchStack, teardownStack, warnAboutNoise } from './common.js';
+import { log, mb, positiveFlag, reportBenchFailure, resultOrStuck, round, runBench, secondsSince, startBenchStack, teardownStack, warnAboutNoise } from './common.js';
 import { CpuAccounting, describeCpu, type CpuUse } from './cpu.js';
 import { configurePgbackrest, ensurePgbackrest, type PgBackRest } from './pitr-pgbackrest.js';
 import {
@@ -263,30 +263,6 @@ function describeSteps(status: RunbookStatus | undefined): string {
   return `; steps: ${status.finished.map((s) => `${s.step} ${s.outcome}${s.error ? ` (${s.error})` : ''}`).join(', ') || '-'}`;
 }
 
-/** Waits for a workflow's result; after `timeoutMs` it is stuck, not slow: terminate it and say where it stood. */
-async function resultOrStuck<T>(handle: WorkflowHandle, what: string, timeoutMs: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const stuck = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error('stuck')), timeoutMs);
-  });
-  try {
-    return (await Promise.race([handle.result(), stuck])) as T;
-  } catch (error) {
-    const status = await handle.query(statusQuery).catch(() => undefined);
-    if ((error as Error).message !== 'stuck') {
-      const d = describeError(error);
-      throw new Error(`${what} (${handle.workflowId}) failed: ${d.message}${d.hint ? ` HINT: ${d.hint}` : ''}${describeSteps(status)}`);
-    }
-    const pending = (await handle.describe().catch(() => undefined))?.raw.pendingActivities?.[0];
-    await handle.terminate('bench: no result in time').catch(() => undefined);
-    throw new Error(
-      `${what} (${handle.workflowId}) had no result after ${timeoutMs / 1000} s (terminated); current step ${status?.currentStep ?? '?'}, ` +
-        `pending activity ${pending?.activityType?.name ?? '-'} (attempt ${pending?.attempt ?? '-'}${pending?.lastFailure?.message ? `, last failure: ${pending.lastFailure.message}` : ''})${describeSteps(status)}`,
-    );
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 const stepSeconds = (status: RunbookStatus): Record<string, number> => Object.fromEntries(status.finished.map((s) => [s.step, round(s.durationMs / 1000)]));
 
@@ -299,7 +275,7 @@ async function pgrunbookBasebackup(h: Harness, timeoutMs: number): Promise<Baseb
   const start = hrtime.bigint();
   try {
     const handle = await startBasebackup(h.client, h.config, { cluster: CLUSTER, requestedBy: 'bench:pitr' });
-    const result = await resultOrStuck<{ backupId: string; size: number }>(handle, 'basebackupCluster', timeoutMs);
+    const result = await resultOrStuck<{ backupId: string; size: number }>(handle, 'basebackupCluster', timeoutMs, describeSteps);
     const seconds = secondsSince(start);
     const cpu = CpuAccounting.since(cpuBefore, h.cpu.read(), seconds);
     return { measured: true, seconds: round(seconds), storedBytes: result.size, steps: stepSeconds(await handle.query(statusQuery)), id: result.backupId, cpu };
@@ -392,7 +368,7 @@ async function pgrunbookRecovery(h: Harness, target: Incident, timeoutMs: number
     }
     const ready = secondsSince(start);
     await handle.executeUpdate(approveUpdate, { args: [{ by: 'bench:pitr', reason: 'benchmark: promote at once' }] });
-    const result = await resultOrStuck<PitrResult>(handle, 'pointInTimeRestore', timeoutMs);
+    const result = await resultOrStuck<PitrResult>(handle, 'pointInTimeRestore', timeoutMs, describeSteps);
     if (result.outcome !== 'promoted' || result.port === null || result.socketDir === null) return notMeasured(`pointInTimeRestore ended ${result.outcome} without a port and socket to connect to`);
     const psqlEnv = { ...h.cluster.env(), PGHOST: result.socketDir, PGPORT: String(result.port) };
     await waitPromoted(psqlEnv, h.cluster.binDir, 60_000, result.dataDir);
@@ -596,7 +572,7 @@ async function main(): Promise<number> {
     const h: Harness = { cluster, client: temporal.client, config, configPath, worker, cpu, workDir, pgrunbookCommand, addCleanup };
     // The first workflow task loads the workflow sandbox: pay for it outside the figures.
     const warmup = await startBackup(h.client, config, { database: 'warmup', repository: 'warmup' });
-    await resultOrStuck(warmup, 'warm-up backup', 120_000);
+    await resultOrStuck(warmup, 'warm-up backup', 120_000, describeSteps);
     log(`  worker ready (pid ${worker.pid}), warmed up with one backupDatabase`);
 
     log(`loading ${rows.toLocaleString('en')} ledger rows (archive_command /bin/true) ...`);

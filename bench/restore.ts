@@ -26,14 +26,14 @@ import { join } from 'node:path';
 import { hrtime } from 'node:process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
-import type { Client, WorkflowHandle } from '@temporalio/client';
+import type { Client } from '@temporalio/client';
 import { stringify } from 'yaml';
 import { waitUntilHealthy } from '../app-controllers/health.js';
 import { createAppController } from '../app-controllers/registry.js';
 import { CommandAppConfig } from '../app-controllers/schema.js';
 import type { AppController } from '../app-controllers/types.js';
 import { startBackup } from '../client/backup.js';
-import { describeError, table } from '../client/output.js';
+import { table } from '../client/output.js';
 import { startRestore } from '../client/restore.js';
 import { Config } from '../config/schema.js';
 import { dumpFileName } from '../repository/layout.js';
@@ -41,7 +41,7 @@ import { demoAppCommandConfig } from '../stack/demo-app.js';
 import { freePort } from '../stack/ports.js';
 import type { PostgresCluster } from '../stack/postgres-cluster.js';
 import { statusQuery, type RunbookStatus } from '../workflows/runbook.js';
-import { GB, log, MB, mb, mean, positiveFlag, round, secondsSince, reportBenchFailure, runBench, startBenchStack, teardownStack, warnAboutNoise } from './common.js';
+import { GB, log, mb, MB, mean, positiveFlag, reportBenchFailure, resultOrStuck, round, runBench, secondsSince, startBenchStack, teardownStack, warnAboutNoise } from './common.js';
 import { CpuAccounting, describeCpu, type CpuUse } from './cpu.js';
 import { DataGenerator } from './generator.js';
 import { cmdlineOf, peakRssOf, resetPeakRss, rssOf, sampleRss } from './proc.js';
@@ -179,30 +179,6 @@ function describeFailedSteps(status: RunbookStatus | undefined): string {
   );
 }
 
-/** Waits for a workflow's result; after `timeoutMs` it is stuck, not slow: terminate it and say where it stood. */
-async function resultOrStuck<T>(handle: WorkflowHandle, what: string, timeoutMs: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const stuck = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error('stuck')), timeoutMs);
-  });
-  try {
-    return (await Promise.race([handle.result(), stuck])) as T;
-  } catch (error) {
-    const status = await handle.query(statusQuery).catch(() => undefined);
-    if ((error as Error).message !== 'stuck') {
-      const d = describeError(error);
-      throw new Error(`${what} (${handle.workflowId}) failed: ${d.type}: ${d.message}${d.hint ? `\nHINT: ${d.hint}` : ''}${describeFailedSteps(status)}`);
-    }
-    const pending = (await handle.describe().catch(() => undefined))?.raw.pendingActivities?.[0];
-    await handle.terminate('bench: no result in time').catch(() => undefined);
-    throw new Error(
-      `${what} (${handle.workflowId}) had no result after ${timeoutMs / 1000} s (terminated); current step ${status?.currentStep ?? '?'}, waiting for ${status?.waitingFor ?? '-'}, ` +
-        `pending activity ${pending?.activityType?.name ?? '-'} (attempt ${pending?.attempt ?? '-'})${describeFailedSteps(status)}`,
-    );
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 interface BackupMade {
   backupId: string;
@@ -216,7 +192,7 @@ async function makeBackup(h: Harness, database: string, repoDir: string, timeout
   const hwmReset = resetPeakRss(h.worker.pid);
   const start = hrtime.bigint();
   const handle = await startBackup(h.client, h.config, { database, repository: 'local' });
-  const result = await resultOrStuck<{ backupId: string; size: number; format: string }>(handle, `backup of ${database}`, timeoutMs);
+  const result = await resultOrStuck<{ backupId: string; size: number; format: string }>(handle, `backup of ${database}`, timeoutMs, describeFailedSteps);
   const seconds = secondsSince(start);
   const file = join(repoDir, result.backupId, dumpFileName('custom'));
   if (result.format !== 'custom' || !existsSync(file)) throw new Error(`backup ${result.backupId} is not a custom-format dump at ${file} (format ${result.format})`);
@@ -270,7 +246,7 @@ async function runPgrunbookRestore(h: Harness, database: string, backupId: strin
   let watched;
   try {
     handle = await startRestore(h.client, h.config, { database, backup: backupId, requireApproval: false, strategy: 'swap', jobs: 2 });
-    result = await resultOrStuck<RestoreResultShape>(handle, `restore of ${database}`, timeoutMs);
+    result = await resultOrStuck<RestoreResultShape>(handle, `restore of ${database}`, timeoutMs, describeFailedSteps);
   } finally {
     rss = sampler.stop();
     watched = await health?.stop();

@@ -6,6 +6,7 @@ import { BackupInput } from '../workflows/backup-input.js';
 import type { BackupResult } from '../workflows/backup-database.js';
 import { statusQuery, type RunbookStatus } from '../workflows/runbook.js';
 import { formatBytes } from '../report/units.js';
+import type { Output } from './output.js';
 import { checkRequest, startRunbook } from './start.js';
 
 /** Validates the input against the schema and the config, then starts `backupDatabase`. */
@@ -64,4 +65,20 @@ export async function follow<T>(handle: WorkflowHandle, onProgress: (p: LiveProg
     await Promise.race([result.catch(() => undefined), new Promise((r) => setTimeout(r, 1_000))]);
   }
   return result;
+}
+
+/**
+ * Follows a runbook that may wait for an operator: each new wait is said once, on its own line
+ * (a person must act: approve, resolve a step, promote or discard); progress otherwise.
+ */
+export async function followSayingWaits<T>(handle: WorkflowHandle, out: Output, describe: (p: LiveProgress) => string = describeProgress): Promise<T> {
+  let told = '';
+  return follow<T>(handle, (p) => {
+    const waiting = p.status.waitingFor;
+    if (waiting && waiting !== told) {
+      told = waiting;
+      out.info(`waiting for ${waiting}`);
+    }
+    out.progress(describe(p));
+  });
 }

@@ -1,11 +1,11 @@
-import { WorkflowExecutionAlreadyStartedError, type Client, type WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
+import type { Client, WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
 import type { Config } from '../config/schema.js';
 import { describeIssues } from '../workflows/backup-input.js';
 import type { PitrResult } from '../workflows/point-in-time-restore.js';
 import { PitrInput, type ParsedPitrInput } from '../workflows/pitr-input.js';
-import { DATABASE_ATTRIBUTE, OPERATION_ATTRIBUTE } from '../workflows/search-attributes.js';
 import { UsageError } from './output.js';
 import { operatorIdentity } from './restore.js';
+import { startTaggedRunbook } from './start.js';
 
 /** One point-in-time restore per cluster at a time: the workflow id says which cluster. */
 export const pitrWorkflowId = (cluster: string): string => `pitr-${cluster}`;
@@ -26,23 +26,15 @@ export async function startPitr(client: Client, config: Config, raw: PitrInput):
     throw new UsageError(`--mode replace needs clusters.${input.cluster}.dataDirectory (the live data directory, as the worker on the database host sees it)`, 'set it in the config, or recover into a new data directory (the default, --mode new)');
   }
   const workflowId = pitrWorkflowId(input.cluster);
-  try {
-    return await client.workflow.start<(input: PitrInput) => Promise<PitrResult>>('pointInTimeRestore', {
-      taskQueue: config.temporal.taskQueue,
-      workflowId,
-      args: [input],
-      typedSearchAttributes: [
-        { key: DATABASE_ATTRIBUTE, value: cluster.database },
-        { key: OPERATION_ATTRIBUTE, value: 'pitr' },
-      ],
-    });
-  } catch (error) {
-    if (error instanceof WorkflowExecutionAlreadyStartedError) {
-      throw new UsageError(
-        `a point-in-time restore of cluster ${input.cluster} is already running (workflow ${workflowId}); only one runs per cluster at a time`,
-        `see where it is with \`pgrunbook status ${workflowId}\`; finish it with \`pgrunbook pitr promote|discard ${workflowId}\`, or cancel it with \`temporal workflow cancel --workflow-id ${workflowId}\``,
-      );
-    }
-    throw error;
-  }
+  return startTaggedRunbook<PitrInput, PitrResult>(client, config, {
+    workflowType: 'pointInTimeRestore',
+    workflowId,
+    input,
+    database: cluster.database,
+    operation: 'pitr',
+    alreadyRunning: new UsageError(
+      `a point-in-time restore of cluster ${input.cluster} is already running (workflow ${workflowId}); only one runs per cluster at a time`,
+      `see where it is with \`pgrunbook status ${workflowId}\`; finish it with \`pgrunbook pitr promote|discard ${workflowId}\`, or cancel it with \`temporal workflow cancel --workflow-id ${workflowId}\``,
+    ),
+  });
 }

@@ -43,25 +43,44 @@ export interface RunbookStart<I extends Request> {
   alreadyRunning?: UsageError;
 }
 
+/** Starts a runbook on a database (the input names it); a second one with the same id is refused. */
 export async function startRunbook<I extends Request, R>(client: Client, config: Config, start: RunbookStart<I>): Promise<WorkflowHandleWithFirstExecutionRunId<(input: I) => Promise<R>>> {
+  return startTaggedRunbook<I, R>(client, config, {
+    ...start,
+    database: start.input.database,
+    alreadyRunning:
+      start.alreadyRunning ?? new UsageError(`a ${start.operation} of ${start.input.database} started this very second is already running (${start.workflowId})`, 'wait a second and try again, or follow it with `pgrunbook status`'),
+  });
+}
+
+export interface TaggedRunbookStart<I> {
+  workflowType: string;
+  workflowId: string;
+  input: I;
+  /** PgrunbookDatabase: the database it acts on; a cluster's base backups and their prune: the cluster id. */
+  database: string;
+  /** PgrunbookOperation: backup, restore, drill, prune, basebackup, basebackup-prune, pitr. */
+  operation: string;
+  label?: string;
+  /** The error when a workflow with this id already runs. */
+  alreadyRunning: UsageError;
+}
+
+/** Starts a runbook's workflow with the search attributes the UI and `temporal workflow list` filter on. */
+export async function startTaggedRunbook<I, R>(client: Client, config: Config, start: TaggedRunbookStart<I>): Promise<WorkflowHandleWithFirstExecutionRunId<(input: I) => Promise<R>>> {
   try {
     return await client.workflow.start<(input: I) => Promise<R>>(start.workflowType, {
       taskQueue: config.temporal.taskQueue,
       workflowId: start.workflowId,
       args: [start.input],
       typedSearchAttributes: [
-        { key: DATABASE_ATTRIBUTE, value: start.input.database },
+        { key: DATABASE_ATTRIBUTE, value: start.database },
         { key: OPERATION_ATTRIBUTE, value: start.operation },
         ...(start.label ? [{ key: LABEL_ATTRIBUTE, value: start.label }] : []),
       ],
     });
   } catch (error) {
-    if (error instanceof WorkflowExecutionAlreadyStartedError) {
-      throw (
-        start.alreadyRunning ??
-        new UsageError(`a ${start.operation} of ${start.input.database} started this very second is already running (${start.workflowId})`, 'wait a second and try again, or follow it with `pgrunbook status`')
-      );
-    }
+    if (error instanceof WorkflowExecutionAlreadyStartedError) throw start.alreadyRunning;
     throw error;
   }
 }

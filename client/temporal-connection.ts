@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
-import { Connection, type TLSConfig } from '@temporalio/client';
+import { Client, Connection, type TLSConfig } from '@temporalio/client';
 import type { TemporalConfig } from '../config/schema.js';
 import { ConfigError } from '../config/errors.js';
+import { clientDataConverter } from '../encryption/payload-codec.js';
 import { registerSecret } from '../process/secrets.js';
 
 export interface TemporalConnectionOptions {
@@ -41,5 +42,15 @@ export async function connectClient(config: TemporalConfig): Promise<Connection>
     throw new Error(
       `cannot reach Temporal at ${config.address}: ${(error as Error).message}\nHINT: start a worker environment (\`pgrunbook dev\`) or set temporal.address in pgrunbook.yaml`,
     );
+  }
+}
+
+/** Runs `run` with a client of the configured namespace (payloads through the configured codec); the connection is closed afterwards. */
+export async function withTemporalClient<T>(config: TemporalConfig, run: (client: Client) => Promise<T>): Promise<T> {
+  const connection = await connectClient(config);
+  try {
+    return await run(new Client({ connection, namespace: config.namespace, dataConverter: clientDataConverter(config) }));
+  } finally {
+    await connection.close();
   }
 }

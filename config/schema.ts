@@ -449,9 +449,15 @@ export const ClusterConfig = z
          * archive-async). 0: only the segment PostgreSQL asked for.
          */
         pushAhead: z.number().int().min(0).max(32).default(0),
+        /**
+         * How many following segments each wal-fetch also fetches (in parallel, checked) into
+         * pg_wal/.pgrunbook-prefetch/, so a recovery's next calls find them there at once
+         * (pgBackRest's archive-get queue). 0: only the file PostgreSQL asked for.
+         */
+        fetchAhead: z.number().int().min(0).max(32).default(8),
       })
       .strict()
-      .default({ compression: 'zstd:3', pushAhead: 0 }),
+      .default({ compression: 'zstd:3', pushAhead: 0, fetchAhead: 8 }),
     basebackup: z
       .object({
         compression: z

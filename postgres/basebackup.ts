@@ -10,6 +10,7 @@ import { ChecksumStream } from '../repository/checksum-stream.js';
 import type { Repository } from '../repository/types.js';
 import { libpqEnv, pgClientConfig, type ConnectionParams } from './connection.js';
 import { failure } from './errors.js';
+import { serverVersionFacts } from './probe.js';
 import { clientToolsFor } from './tools.js';
 
 // pg_basebackup streamed into the repository: `-D - -Ft -X fetch` writes one tar holding the
@@ -64,11 +65,8 @@ export async function probeCluster(params: ConnectionParams): Promise<ClusterFac
     );
     const spaces = await client.query<{ spcname: string }>("SELECT spcname FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY spcname");
     const row = rows[0]!;
-    const num = Number(row.num);
     return {
-      serverVersion: row.version,
-      serverVersionNum: num,
-      serverMajor: Math.floor(num / 10_000),
+      ...serverVersionFacts(row.version, row.num),
       systemIdentifier: row.sysid,
       segmentSize: Number(row.segment),
       extraTablespaces: spaces.rows.map((r) => r.spcname),

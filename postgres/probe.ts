@@ -18,14 +18,14 @@ export async function probeServer(params: ConnectionParams): Promise<ServerFacts
       `SELECT current_setting('server_version') AS v, current_setting('server_version_num') AS n, pg_database_size(current_database()) AS size`,
     );
     const row = rows[0]!;
-    const num = Number(row.n);
-    return {
-      serverVersion: row.v,
-      serverVersionNum: num,
-      serverMajor: Math.floor(num / 10_000),
-      databaseSizeBytes: Number(row.size),
-    };
+    return { ...serverVersionFacts(row.v, row.n), databaseSizeBytes: Number(row.size) };
   } finally {
     await client.end().catch(() => undefined);
   }
+}
+
+/** What `server_version` and `server_version_num` say: the text, the number, and the major (15 for 150018). */
+export function serverVersionFacts(version: string, versionNum: string): Pick<ServerFacts, 'serverVersion' | 'serverVersionNum' | 'serverMajor'> {
+  const num = Number(versionNum);
+  return { serverVersion: version, serverVersionNum: num, serverMajor: Math.floor(num / 10_000) };
 }

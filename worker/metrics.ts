@@ -87,25 +87,19 @@ export class WorkerMetrics implements RunbookMetrics {
   private readonly drillFailures = this.counter(METRIC.drillFailures, 'Restore drills that ended failed since the worker started.');
 
   private readonly clusterGauge = (name: string, help: string): Gauge<ClusterLabels> => new Gauge({ name, help, labelNames: ['cluster'], registers: [this.registry] });
+  private readonly clusterOutcomeCounter = (name: string, help: string): Counter<ClusterLabels | 'outcome'> => new Counter({ name, help, labelNames: ['cluster', 'outcome'], registers: [this.registry] });
   private readonly basebackupLastSuccess = this.clusterGauge(METRIC.basebackupLastSuccess, 'When the newest verified base backup finished (Unix seconds; 0: none in the repository).');
   private readonly basebackupDuration = this.clusterGauge(METRIC.basebackupDuration, 'How long the newest verified base backup took, from workflow start to manifest (verification included).');
   private readonly basebackupSize = this.clusterGauge(METRIC.basebackupSize, 'Stored size (compressed, encrypted) of the newest verified base backup.');
   private readonly basebackupsVerified = this.clusterGauge(METRIC.basebackupsVerified, 'Verified base backups in the repository: what a recovery can start from.');
-  private readonly basebackups = new Counter<ClusterLabels | 'outcome'>({
-    name: METRIC.basebackups,
-    help: 'Base backups whose manifest this worker wrote since it started, by outcome (verified, failed verification). A base backup that failed before its manifest is not counted: the last-success age shows it.',
-    labelNames: ['cluster', 'outcome'],
-    registers: [this.registry],
-  });
+  private readonly basebackups = this.clusterOutcomeCounter(
+    METRIC.basebackups,
+    'Base backups whose manifest this worker wrote since it started, by outcome (verified, failed verification). A base backup that failed before its manifest is not counted: the last-success age shows it.',
+  );
   private readonly walLastArchived = this.clusterGauge(METRIC.walLastArchived, 'When the newest WAL segment in the repository was stored (Unix seconds; 0: none archived). Re-read every 10 minutes.');
   private readonly pitrLastSuccess = this.clusterGauge(METRIC.pitrLastSuccess, 'When the newest point-in-time restore that was promoted or replaced the cluster finished (Unix seconds; 0: none recorded).');
   private readonly pitrDuration = this.clusterGauge(METRIC.pitrDuration, 'How long the newest promoted or replacing point-in-time restore took, the operator\'s decision included.');
-  private readonly pitrs = new Counter<ClusterLabels | 'outcome'>({
-    name: METRIC.pitrs,
-    help: 'Point-in-time restores this worker saw end since it started, by outcome (promoted, replaced, discarded, failed, cancelled, rejected).',
-    labelNames: ['cluster', 'outcome'],
-    registers: [this.registry],
-  });
+  private readonly pitrs = this.clusterOutcomeCounter(METRIC.pitrs, 'Point-in-time restores this worker saw end since it started, by outcome (promoted, replaced, discarded, failed, cancelled, rejected).');
 
   /** Per database and track, the finish time (ms) of what the gauges show: older news never overwrites newer. */
   private readonly shown = new Map<string, number>();

@@ -1,7 +1,7 @@
 import { ApplicationFailure, CancellationScope, condition, isCancellation, log, patched, setHandler, workflowInfo } from '@temporalio/workflow';
 import { approveUpdate, rejectUpdate, resolveStepUpdate, type Decision, type DecisionRecord, type StepAction } from './restore-messages.js';
 import { notifySafely } from './notify.js';
-import { messageOf, type Runbook } from './runbook.js';
+import { failureTypeOf, messageOf, type Runbook, type RunbookStatus } from './runbook.js';
 
 // What makes a runbook steerable by a person, shared by restoreDatabase and pointInTimeRestore:
 // the approve/reject and resolveStep updates, waiting for a decision (and saying so in the
@@ -171,4 +171,31 @@ export class OperatorControl<Step extends string> {
 export function isOperatorAbort(error: unknown): boolean {
   const type = (error as { type?: string }).type;
   return type === 'AbortedByOperator' || type === 'DecisionTimedOut';
+}
+
+/** What a failed runbook's report says went wrong: the step, the failure type an operator acts on, the message. */
+export interface RunbookFailure {
+  step: string;
+  type: string;
+  message: string;
+}
+
+/** The failure `error` ends the runbook with. Read it before compensate(): the undo steps come after the failed one. */
+export function failureOf(status: RunbookStatus, error: unknown): RunbookFailure {
+  return { step: status.finished.at(-1)?.step ?? 'unknown', type: failureTypeOf(error) ?? (error as Error)?.name ?? 'Error', message: messageOf(error) };
+}
+
+/** The report's error: the failure, and each undo that failed on a line of its own. */
+export function reportedFailure(failure: RunbookFailure | null, undoFailures: string[]): RunbookFailure | null {
+  return failure ? { ...failure, message: [failure.message, ...undoFailures].join('\n') } : null;
+}
+
+/** Thrown instead of the runbook's error when an undo failed: not retryable, and it says a person is needed. */
+export function compensationFailed(error: unknown, undoFailures: string[]): ApplicationFailure {
+  return ApplicationFailure.create({
+    type: 'CompensationFailed',
+    nonRetryable: true,
+    message: `${messageOf(error)}\nUNDO FAILED, the system needs a person: ${undoFailures.join('; ')}`,
+    cause: error as Error,
+  });
 }

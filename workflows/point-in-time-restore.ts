@@ -6,10 +6,10 @@ import type { RecoveryState } from '../postgres/recovery.js';
 import { restoreStamp } from '../postgres/database-names.js';
 import { activityProfiles } from './activity-profiles.js';
 import { describeIssues } from './backup-input.js';
-import { OperatorControl } from './operator-control.js';
+import { compensationFailed, failureOf, OperatorControl, reportedFailure } from './operator-control.js';
 import { describeTarget, PitrInput, recoveryProgressSignal, type ParsedPitrInput, type RecoveryProgress } from './pitr-input.js';
 import { notifySafely } from './notify.js';
-import { failureTypeOf, messageOf, Runbook } from './runbook.js';
+import { messageOf, Runbook } from './runbook.js';
 import { DATABASE_ATTRIBUTE, OPERATION_ATTRIBUTE } from './search-attributes.js';
 
 export type PitrStep =
@@ -231,20 +231,13 @@ export async function pointInTimeRestore(rawInput: PitrInput): Promise<PitrResul
     }
   } catch (error) {
     if (outcome !== 'rejected') outcome = isCancellation(error) ? 'cancelled' : 'failed';
-    failureInfo = { step: status.finished.at(-1)?.step ?? 'unknown', type: failureTypeOf(error) ?? (error as Error)?.name ?? 'Error', message: messageOf(error) };
+    failureInfo = failureOf(status, error);
     undoFailures = await control.compensate();
     // Moved back by the undo: nothing is left aside.
     if (status.undo?.some((u) => u.name === 'move-back' && u.state === 'done')) movedAside = null;
     await CancellationScope.nonCancellable(() => finish());
     runbook.finish(outcome === 'cancelled' ? 'cancelled' : 'failed');
-    if (undoFailures.length > 0) {
-      throw ApplicationFailure.create({
-        type: 'CompensationFailed',
-        nonRetryable: true,
-        message: `${messageOf(error)}\nUNDO FAILED, the system needs a person: ${undoFailures.join('; ')}`,
-        cause: error as Error,
-      });
-    }
+    if (undoFailures.length > 0) throw compensationFailed(error, undoFailures);
     throw error;
   }
 
@@ -291,7 +284,7 @@ export async function pointInTimeRestore(rawInput: PitrInput): Promise<PitrResul
       movedAside,
       recovered: recovered ?? null,
       verification,
-      error: failureInfo ? { ...failureInfo, message: [failureInfo.message, ...undoFailures].join('\n') } : null,
+      error: reportedFailure(failureInfo, undoFailures),
       requestedBy: input.requestedBy ?? null,
     };
     try {

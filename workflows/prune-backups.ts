@@ -3,6 +3,7 @@ import type { PruneActivities } from '../activities/prune.js';
 import type { RetentionDecision } from '../repository/retention.js';
 import { activityProfiles } from './activity-profiles.js';
 import { describeIssues } from './backup-input.js';
+import { keepSkipped, prunedForReport, whyNothingIsDeleted } from './prune-decisions.js';
 import { PruneInput } from './prune-input.js';
 import { Runbook } from './runbook.js';
 import { DATABASE_ATTRIBUTE, OPERATION_ATTRIBUTE } from './search-attributes.js';
@@ -70,7 +71,7 @@ export async function pruneBackups(rawInput: PruneInput): Promise<PruneResult> {
     const { short, long } = activityProfiles<PruneActivities>(plan);
     const writes = !input.dryRun && plan.configured;
     if (!writes || doomed.length === 0) {
-      const why = input.dryRun ? 'dry run' : !plan.configured ? 'retention is not configured' : 'nothing to delete';
+      const why = whyNothingIsDeleted(input.dryRun, plan.configured);
       runbook.skip('retire', why);
       runbook.skip('delete', why);
       if (!writes) runbook.skip('report', why);
@@ -79,8 +80,7 @@ export async function pruneBackups(rawInput: PruneInput): Promise<PruneResult> {
       //    "good"; whatever a restore or drill started using since the plan stays.
       const retired = await runbook.step('retire', () => short.retireBackups({ database: input.database, repository: plan.repository, backupIds: doomed.map((d) => d.id) }));
       result.skipped = retired.skipped;
-      const skipped = new Map(retired.skipped.map((k) => [k.backupId, k.reason]));
-      result.decisions = plan.decisions.map((d) => (skipped.has(d.id) ? { ...d, action: 'keep', reasons: [skipped.get(d.id)!, ...d.reasons] } : d));
+      result.decisions = keepSkipped(plan.decisions, retired.skipped);
       // 3. Delete the rest of each retired folder; a retry resumes where the last attempt stopped.
       await runbook.step('delete', () => long.removeBackupFiles({ repository: plan.repository, backupIds: retired.retired }));
       result.deleted = retired.retired;
@@ -88,7 +88,6 @@ export async function pruneBackups(rawInput: PruneInput): Promise<PruneResult> {
     }
     if (writes) {
       // 4. Report beside the drill reports: what went, which rule decided it, what was kept.
-      const decided = new Map(plan.decisions.map((d) => [d.id, d]));
       const written = await runbook.step('report', () =>
         short.writePruneReport({
           report: {
@@ -99,9 +98,7 @@ export async function pruneBackups(rawInput: PruneInput): Promise<PruneResult> {
             repository: plan.repository,
             planned_at: plan.plannedAt,
             requested_by: input.requestedBy ?? null,
-            deleted: result.deleted.map((id) => ({ backup_id: id, state: decided.get(id)!.state, reasons: decided.get(id)!.reasons })),
-            skipped: result.skipped.map((s) => ({ backup_id: s.backupId, reason: s.reason })),
-            kept: plan.decisions.length - result.deleted.length,
+            ...prunedForReport(plan.decisions, result.deleted, result.skipped),
           },
         }),
       );

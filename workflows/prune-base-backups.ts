@@ -4,6 +4,7 @@ import type { RetentionDecision } from '../repository/retention.js';
 import { activityProfiles } from './activity-profiles.js';
 import { describeIssues } from './backup-input.js';
 import { PruneBaseBackupsInput } from './basebackup-input.js';
+import { keepSkipped, prunedForReport, whyNothingIsDeleted } from './prune-decisions.js';
 import { Runbook } from './runbook.js';
 import { DATABASE_ATTRIBUTE, OPERATION_ATTRIBUTE } from './search-attributes.js';
 
@@ -76,7 +77,7 @@ export async function pruneBaseBackups(rawInput: PruneBaseBackupsInput): Promise
     const { short, long } = activityProfiles<BasebackupActivities>(plan);
     const writes = !input.dryRun && plan.configured;
     if (!writes || (doomed.length === 0 && plan.walToDelete.length === 0)) {
-      const why = input.dryRun ? 'dry run' : !plan.configured ? 'retention is not configured' : 'nothing to delete';
+      const why = whyNothingIsDeleted(input.dryRun, plan.configured);
       runbook.skip('retire', why);
       runbook.skip('delete', why);
       if (!writes) runbook.skip('report', why);
@@ -84,8 +85,7 @@ export async function pruneBaseBackups(rawInput: PruneBaseBackupsInput): Promise
       // 2. Retire: manifests first; what a restore started using since the plan stays.
       const retired = await runbook.step('retire', () => short.retireBaseBackups({ cluster: input.cluster, repository: plan.repository, backupIds: doomed.map((d) => d.id) }));
       result.skipped = retired.skipped;
-      const skipped = new Map(retired.skipped.map((s) => [s.backupId, s.reason]));
-      result.decisions = plan.decisions.map((d) => (skipped.has(d.id) ? { ...d, action: 'keep', reasons: [skipped.get(d.id)!, ...d.reasons] } : d));
+      result.decisions = keepSkipped(plan.decisions, retired.skipped);
       // A skipped backup may be older than the planned cutoff: then its WAL must stay, so WAL is
       // left for the next prune this time.
       const walCutoff = retired.skipped.length === 0 ? (plan.walCutoff?.segment ?? null) : null;
@@ -97,7 +97,6 @@ export async function pruneBaseBackups(rawInput: PruneBaseBackupsInput): Promise
     }
     if (writes) {
       // 4. Report: pitr/<cluster>/reports/last-prune.json.
-      const decided = new Map(plan.decisions.map((d) => [d.id, d]));
       const written = await runbook.step('report', () =>
         short.writeBasePruneReport({
           report: {
@@ -108,9 +107,7 @@ export async function pruneBaseBackups(rawInput: PruneBaseBackupsInput): Promise
             repository: plan.repository,
             planned_at: plan.plannedAt,
             requested_by: input.requestedBy ?? null,
-            deleted: result.deleted.map((id) => ({ backup_id: id, state: decided.get(id)!.state, reasons: decided.get(id)!.reasons })),
-            skipped: result.skipped.map((s) => ({ backup_id: s.backupId, reason: s.reason })),
-            kept: plan.decisions.length - result.deleted.length,
+            ...prunedForReport(plan.decisions, result.deleted, result.skipped),
             wal: { cutoff: plan.walCutoff?.segment ?? null, cutoff_backup: plan.walCutoff?.backupId ?? null, deleted: result.walDeleted },
           },
         }),

@@ -7,10 +7,10 @@ import { activityProfiles } from './activity-profiles.js';
 import { describeIssues } from './backup-input.js';
 import { backupDatabase } from './backup-database.js';
 import { RestoreInput, type ParsedRestoreInput } from './restore-input.js';
-import { OperatorControl } from './operator-control.js';
+import { compensationFailed, failureOf, OperatorControl, reportedFailure } from './operator-control.js';
 import { progressSignal } from './restore-messages.js';
 import { notifySafely } from './notify.js';
-import { failureTypeOf, messageOf, Runbook } from './runbook.js';
+import { messageOf, Runbook } from './runbook.js';
 import { DATABASE_ATTRIBUTE, OPERATION_ATTRIBUTE } from './search-attributes.js';
 
 export type RestoreStep =
@@ -211,18 +211,11 @@ export async function restoreDatabase(rawInput: RestoreInput): Promise<RestoreRe
     control.forgetUndos();
   } catch (error) {
     if (outcome !== 'rejected') outcome = isCancellation(error) ? 'cancelled' : 'failed';
-    failureInfo = { step: status.finished.at(-1)?.step ?? 'unknown', type: failureTypeOf(error) ?? (error as Error)?.name ?? 'Error', message: messageOf(error) };
+    failureInfo = failureOf(status, error);
     undoFailures = await control.compensate();
     await CancellationScope.nonCancellable(() => writeReport());
     runbook.finish(outcome === 'cancelled' ? 'cancelled' : 'failed');
-    if (undoFailures.length > 0) {
-      throw ApplicationFailure.create({
-        type: 'CompensationFailed',
-        nonRetryable: true,
-        message: `${messageOf(error)}\nUNDO FAILED, the system needs a person: ${undoFailures.join('; ')}`,
-        cause: error as Error,
-      });
-    }
+    if (undoFailures.length > 0) throw compensationFailed(error, undoFailures);
     throw error;
   }
 
@@ -268,7 +261,7 @@ export async function restoreDatabase(rawInput: RestoreInput): Promise<RestoreRe
       verification: verification ?? null,
       preRestoreDatabase,
       safetyBackupId,
-      error: failureInfo ? { ...failureInfo, message: [failureInfo.message, ...undoFailures].join('\n') } : null,
+      error: reportedFailure(failureInfo, undoFailures),
       requestedBy: input.requestedBy ?? null,
     };
     try {

@@ -1,7 +1,6 @@
-import { Client, WorkflowExecutionAlreadyStartedError, type WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
+import type { Client, WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
 import type { LoadedConfig } from '../../config/load.js';
 import { chooseClusterId, clusterRepositoryId, type Config } from '../../config/schema.js';
-import { clientDataConverter } from '../../encryption/payload-codec.js';
 import { listBaseBackups } from '../../pitr/base-catalog.js';
 import { RepositoryRegistry } from '../../repository/registry.js';
 import { compactTimestamp } from '../../repository/layout.js';
@@ -10,12 +9,12 @@ import type { BasebackupResult } from '../../workflows/basebackup-cluster.js';
 import { BasebackupInput, PruneBaseBackupsInput } from '../../workflows/basebackup-input.js';
 import { describeIssues } from '../../workflows/backup-input.js';
 import type { BasePruneResult } from '../../workflows/prune-base-backups.js';
-import { DATABASE_ATTRIBUTE, OPERATION_ATTRIBUTE } from '../../workflows/search-attributes.js';
 import { describeProgress, follow } from '../backup.js';
 import type { CliValues } from '../cli.js';
 import { EXIT, table, UsageError, type Output } from '../output.js';
 import { operatorIdentity } from '../restore.js';
-import { connectClient } from '../temporal-connection.js';
+import { startTaggedRunbook } from '../start.js';
+import { withTemporalClient } from '../temporal-connection.js';
 
 // `pgrunbook basebackup` (start basebackupCluster, --wait follows it), `pgrunbook basebackups
 // list` (read from the repository, no Temporal needed) and `pgrunbook basebackups prune`.
@@ -34,22 +33,11 @@ function clusterOf(config: Config, given: string | undefined, usage: string): st
 }
 
 async function startCluster<I extends { cluster: string }, R>(client: Client, config: Config, start: { workflowType: string; workflowId: string; input: I; operation: string }): Promise<WorkflowHandleWithFirstExecutionRunId<(input: I) => Promise<R>>> {
-  try {
-    return await client.workflow.start<(input: I) => Promise<R>>(start.workflowType, {
-      taskQueue: config.temporal.taskQueue,
-      workflowId: start.workflowId,
-      args: [start.input],
-      typedSearchAttributes: [
-        { key: DATABASE_ATTRIBUTE, value: start.input.cluster },
-        { key: OPERATION_ATTRIBUTE, value: start.operation },
-      ],
-    });
-  } catch (error) {
-    if (error instanceof WorkflowExecutionAlreadyStartedError) {
-      throw new UsageError(`a ${start.operation} of cluster ${start.input.cluster} started this very second is already running (${start.workflowId})`, 'wait a second and try again, or follow it with `pgrunbook status`');
-    }
-    throw error;
-  }
+  return startTaggedRunbook<I, R>(client, config, {
+    ...start,
+    database: start.input.cluster,
+    alreadyRunning: new UsageError(`a ${start.operation} of cluster ${start.input.cluster} started this very second is already running (${start.workflowId})`, 'wait a second and try again, or follow it with `pgrunbook status`'),
+  });
 }
 
 /** Validates the input, then starts `basebackupCluster` as `basebackup-<cluster>-<timestamp>`. */
@@ -71,9 +59,7 @@ export async function startBasePrune(client: Client, config: Config, raw: PruneB
 
 export async function basebackupCommand(loaded: LoadedConfig, out: Output, values: CliValues): Promise<number> {
   const cluster = clusterOf(loaded.config, values.cluster, BASEBACKUP_USAGE);
-  const connection = await connectClient(loaded.config.temporal);
-  try {
-    const client = new Client({ connection, namespace: loaded.config.temporal.namespace, dataConverter: clientDataConverter(loaded.config.temporal) });
+  return withTemporalClient(loaded.config.temporal, async (client) => {
     const handle = await startBasebackup(client, loaded.config, { cluster, requestedBy: operatorIdentity() });
     out.info(`started ${handle.workflowId}`);
     if (!values.wait) {
@@ -83,9 +69,7 @@ export async function basebackupCommand(loaded: LoadedConfig, out: Output, value
     const result = await follow<BasebackupResult>(handle, (p) => out.progress(describeProgress(p)));
     out.result({ ok: true, workflowId: handle.workflowId, ...result }, () => describeBasebackupResult(result));
     return EXIT.ok;
-  } finally {
-    await connection.close();
-  }
+  });
 }
 
 export function describeBasebackupResult(r: BasebackupResult): string {
@@ -147,9 +131,7 @@ async function basebackupsList(loaded: LoadedConfig, out: Output, values: CliVal
 async function basebackupsPrune(loaded: LoadedConfig, out: Output, values: CliValues): Promise<number> {
   const cluster = clusterOf(loaded.config, values.cluster, BASEBACKUPS_USAGE);
   const dryRun = values['dry-run'] === true;
-  const connection = await connectClient(loaded.config.temporal);
-  try {
-    const client = new Client({ connection, namespace: loaded.config.temporal.namespace, dataConverter: clientDataConverter(loaded.config.temporal) });
+  return withTemporalClient(loaded.config.temporal, async (client) => {
     const handle = await startBasePrune(client, loaded.config, { cluster, dryRun, requestedBy: operatorIdentity() });
     out.info(`started ${handle.workflowId}`);
     // A dry run always waits: its output is the point.
@@ -160,9 +142,7 @@ async function basebackupsPrune(loaded: LoadedConfig, out: Output, values: CliVa
     const result = await follow<BasePruneResult>(handle, (p) => out.progress(describeProgress(p)));
     out.result({ ok: true, workflowId: handle.workflowId, ...result }, () => describeBasePruneResult(result));
     return EXIT.ok;
-  } finally {
-    await connection.close();
-  }
+  });
 }
 
 /** Every base backup, keep or delete and the rule(s) that decided it; where WAL is cut. */

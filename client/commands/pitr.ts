@@ -1,16 +1,15 @@
-import { Client, WorkflowUpdateFailedError } from '@temporalio/client';
+import { WorkflowUpdateFailedError } from '@temporalio/client';
 import type { LoadedConfig } from '../../config/load.js';
 import { chooseClusterId } from '../../config/schema.js';
-import { clientDataConverter } from '../../encryption/payload-codec.js';
 import { formatDuration } from '../../report/units.js';
 import type { PitrResult } from '../../workflows/point-in-time-restore.js';
 import { parsePitrTime, TIME_FORMAT_HINT, type PitrInput } from '../../workflows/pitr-input.js';
-import { describeProgress, follow } from '../backup.js';
+import { describeProgress, followSayingWaits } from '../backup.js';
 import type { CliValues } from '../cli.js';
 import { EXIT, UsageError, type Output } from '../output.js';
 import { PITR_USAGE, startPitr } from '../pitr.js';
 import { decideApproval } from '../restore.js';
-import { connectClient } from '../temporal-connection.js';
+import { withTemporalClient } from '../temporal-connection.js';
 
 // `pgrunbook pitr --time T|--lsn L|--restore-point N|--latest` starts pointInTimeRestore
 // (pitr-<cluster>); `pgrunbook pitr promote|discard ID` decides what becomes of the recovered
@@ -18,15 +17,6 @@ import { connectClient } from '../temporal-connection.js';
 // replay position.
 
 const DECIDE_USAGE = 'pgrunbook pitr promote WORKFLOW_ID | pgrunbook pitr discard WORKFLOW_ID --reason "..."';
-
-async function withClient<T>(loaded: LoadedConfig, run: (client: Client) => Promise<T>): Promise<T> {
-  const connection = await connectClient(loaded.config.temporal);
-  try {
-    return await run(new Client({ connection, namespace: loaded.config.temporal.namespace, dataConverter: clientDataConverter(loaded.config.temporal) }));
-  } finally {
-    await connection.close();
-  }
-}
 
 export async function pitrCommand(loaded: LoadedConfig, out: Output, sub: string | undefined, arg: string | undefined, values: CliValues): Promise<number> {
   if (sub === 'promote' || sub === 'discard') return decide(loaded, out, sub, arg, values.reason);
@@ -59,7 +49,7 @@ async function start(loaded: LoadedConfig, out: Output, values: CliValues): Prom
     throw new UsageError(message!, hint ?? PITR_USAGE);
   }
   if (values.time !== undefined && parsePitrTime(values.time)?.assumedUtc) out.info(`--time ${values.time} has no zone: read as UTC (${target.time})`);
-  return withClient(loaded, async (client) => {
+  return withTemporalClient(loaded.config.temporal, async (client) => {
     const handle = await startPitr(client, loaded.config, {
       cluster,
       target,
@@ -75,16 +65,9 @@ async function start(loaded: LoadedConfig, out: Output, values: CliValues): Prom
       );
       return EXIT.ok;
     }
-    let told = '';
-    const result = await follow<PitrResult>(handle, (p) => {
-      const waiting = p.status.waitingFor;
-      if (waiting && waiting !== told) {
-        // Said once, on its own line: an operator must act (approve, or promote/discard).
-        told = waiting;
-        out.info(`waiting for ${waiting}`);
-      }
+    const result = await followSayingWaits<PitrResult>(handle, out, (p) => {
       const recovery = p.status.currentStep === 'recover' && typeof p.status.details.recovery === 'string' ? `   ${p.status.details.recovery}` : '';
-      out.progress(`${describeProgress(p)}${recovery}`);
+      return `${describeProgress(p)}${recovery}`;
     });
     out.result({ ok: true, workflowId: id, ...result }, () => describePitrResult(result));
     return EXIT.ok;
@@ -111,7 +94,7 @@ export function describePitrResult(r: PitrResult): string {
 async function decide(loaded: LoadedConfig, out: Output, action: 'promote' | 'discard', workflowId: string | undefined, reason: string | undefined): Promise<number> {
   if (!workflowId) throw new UsageError('expected a workflow id', DECIDE_USAGE);
   if (action === 'discard' && !reason) throw new UsageError('--reason is required to discard', `pgrunbook pitr discard ${workflowId} --reason "recovered to the wrong time"`);
-  return withClient(loaded, async (client) => {
+  return withTemporalClient(loaded.config.temporal, async (client) => {
     try {
       const record = await decideApproval(client, workflowId, action === 'promote' ? 'approve' : 'reject', reason);
       out.result({ ok: true, workflowId, action, ...record }, () => `${workflowId}: ${action === 'promote' ? 'promote' : 'discard'} decided by ${record.by}${record.reason ? ` (${record.reason})` : ''}; follow it with pgrunbook status ${workflowId}`);

@@ -1,4 +1,4 @@
-import { Client, WorkflowUpdateFailedError } from '@temporalio/client';
+import { WorkflowUpdateFailedError } from '@temporalio/client';
 import type { LoadedConfig } from '../../config/load.js';
 import { dropDatabase, withMaintenanceClient } from '../../postgres/admin.js';
 import { resolveConnection } from '../../postgres/connection.js';
@@ -6,12 +6,11 @@ import { parsePreRestoreName } from '../../postgres/database-names.js';
 import { listPreRestoreDatabases, prunePreRestoreDatabases } from '../../postgres/pre-restore.js';
 import type { RestoreResult } from '../../workflows/restore-database.js';
 import type { StepAction } from '../../workflows/restore-messages.js';
-import { describeProgress, describeStep, follow, readProgress, type LiveProgress } from '../backup.js';
+import { describeStep, followSayingWaits, readProgress, type LiveProgress } from '../backup.js';
 import { decideApproval, resolveStep, startRestore } from '../restore.js';
-import { connectClient } from '../temporal-connection.js';
+import { withTemporalClient } from '../temporal-connection.js';
 import { formatBytes, formatDuration } from '../../report/units.js';
 import { EXIT, table, UsageError, type Output } from '../output.js';
-import { clientDataConverter } from '../../encryption/payload-codec.js';
 
 export interface RestoreFlags {
   database?: string;
@@ -31,22 +30,13 @@ export interface RestoreFlags {
 
 const RESTORE_USAGE = 'pgrunbook restore --database ID [--backup ID|latest] [--target-database NAME] [--strategy swap|in-place] [--jobs N] [--wait]';
 
-async function withClient<T>(loaded: LoadedConfig, run: (client: Client) => Promise<T>): Promise<T> {
-  const connection = await connectClient(loaded.config.temporal);
-  try {
-    return await run(new Client({ connection, namespace: loaded.config.temporal.namespace, dataConverter: clientDataConverter(loaded.config.temporal) }));
-  } finally {
-    await connection.close();
-  }
-}
-
 export async function restoreCommand(loaded: LoadedConfig, out: Output, flags: RestoreFlags): Promise<number> {
   if (!flags.database) throw new UsageError('--database is required', RESTORE_USAGE);
   if (flags.strategy && flags.strategy !== 'swap' && flags.strategy !== 'in-place') throw new UsageError(`--strategy: expected swap or in-place, got "${flags.strategy}"`, RESTORE_USAGE);
   const jobs = flags.jobs === undefined ? undefined : Number(flags.jobs);
   if (jobs !== undefined && !(Number.isInteger(jobs) && jobs >= 1 && jobs <= 64)) throw new UsageError(`--jobs: expected a whole number from 1 to 64, got "${flags.jobs}"`, RESTORE_USAGE);
   if (flags['safety-backup'] && flags['no-safety-backup']) throw new UsageError('--safety-backup and --no-safety-backup contradict each other', RESTORE_USAGE);
-  return withClient(loaded, async (client) => {
+  return withTemporalClient(loaded.config.temporal, async (client) => {
     const handle = await startRestore(client, loaded.config, {
       database: flags.database!,
       ...(flags.backup ? { backup: flags.backup } : {}),
@@ -68,16 +58,7 @@ export async function restoreCommand(loaded: LoadedConfig, out: Output, flags: R
       );
       return EXIT.ok;
     }
-    let toldAboutWait = '';
-    const result = await follow<RestoreResult>(handle, (p) => {
-      const waiting = p.status.waitingFor;
-      if (waiting && waiting !== toldAboutWait) {
-        // Said once, on its own line: an operator must act.
-        toldAboutWait = waiting;
-        out.info(`waiting for ${waiting}`);
-      }
-      out.progress(describeProgress(p));
-    });
+    const result = await followSayingWaits<RestoreResult>(handle, out);
     out.result({ ok: true, workflowId: handle.workflowId, ...result }, () => describeRestoreResult(result));
     return EXIT.ok;
   });
@@ -100,7 +81,7 @@ export function describeRestoreResult(r: RestoreResult): string {
 /** `pgrunbook status <workflow-id>`: any pgrunbook workflow's status query, for humans or --json. */
 export async function statusCommand(loaded: LoadedConfig, out: Output, workflowId: string | undefined): Promise<number> {
   if (!workflowId) throw new UsageError('expected a workflow id', 'pgrunbook status restore-<database>   (or backup-<database>-<timestamp>)');
-  return withClient(loaded, async (client) => {
+  return withTemporalClient(loaded.config.temporal, async (client) => {
     const handle = client.workflow.getHandle(workflowId);
     const [live, description] = await Promise.all([readProgress(handle), handle.describe()]);
     const status = live.status;
@@ -129,7 +110,7 @@ function renderStatus(workflowId: string, execution: string, live: LiveProgress)
 export async function approvalCommand(loaded: LoadedConfig, out: Output, decision: 'approve' | 'reject', workflowId: string | undefined, reason: string | undefined): Promise<number> {
   if (!workflowId) throw new UsageError('expected a workflow id', `pgrunbook ${decision} restore-<database> --reason "..."`);
   if (decision === 'reject' && !reason) throw new UsageError('--reason is required to reject', `pgrunbook reject ${workflowId} --reason "wrong backup"`);
-  return withClient(loaded, async (client) => {
+  return withTemporalClient(loaded.config.temporal, async (client) => {
     const record = await refusedAsUsage(() => decideApproval(client, workflowId, decision, reason));
     out.result({ ok: true, workflowId, ...record }, () => `${workflowId}: ${record.decision} by ${record.by}${record.reason ? ` (${record.reason})` : ''}`);
     return EXIT.ok;
@@ -140,7 +121,7 @@ export async function approvalCommand(loaded: LoadedConfig, out: Output, decisio
 export async function stepCommand(loaded: LoadedConfig, out: Output, action: string | undefined, workflowId: string | undefined, flags: { reason?: string; step?: string }): Promise<number> {
   if (action !== 'retry' && action !== 'skip' && action !== 'abort') throw new UsageError(`expected retry, skip or abort, got "${action ?? ''}"`, 'pgrunbook step retry|skip|abort <workflow-id> [--reason "..."]');
   if (!workflowId) throw new UsageError('expected a workflow id', `pgrunbook step ${action} restore-<database>`);
-  return withClient(loaded, async (client) => {
+  return withTemporalClient(loaded.config.temporal, async (client) => {
     const record = await refusedAsUsage(() => resolveStep(client, workflowId, action as StepAction, { ...(flags.step ? { step: flags.step } : {}), ...(flags.reason ? { reason: flags.reason } : {}) }));
     out.result({ ok: true, workflowId, ...record }, () => `${workflowId}: ${record.decision} of step ${record.step} by ${record.by}`);
     return EXIT.ok;

@@ -9,6 +9,7 @@ import { DEFAULT_SEGMENT_SIZE, formatLsn, parseLsn, segmentFileName, segmentOf }
 import { RepositoryRegistry } from '../../repository/registry.js';
 import { readAll, writeAll, type Repository } from '../../repository/types.js';
 import { scrubSecrets } from '../../process/secrets.js';
+import { formatBytes } from '../../report/units.js';
 import type { CliValues } from '../cli.js';
 import { EXIT, table, UsageError, type Output } from '../output.js';
 
@@ -64,7 +65,7 @@ async function listCommand(cluster: string, repository: Repository, out: Output)
       ? `no wal archived for cluster "${cluster}" in ${repository.location}`
       : table(
           ['TIMELINE', 'FIRST', 'LAST', 'SEGMENTS', 'STORED', 'HISTORY', 'LABELS', 'PARTIAL'],
-          summaries.map((t) => [String(t.timeline), t.firstSegment ?? '-', t.lastSegment ?? '-', String(t.segments), humanBytes(t.bytes), t.history ? 'yes' : '-', String(t.backupLabels), String(t.partials)]),
+          summaries.map((t) => [String(t.timeline), t.firstSegment ?? '-', t.lastSegment ?? '-', String(t.segments), formatBytes(t.bytes), t.history ? 'yes' : '-', String(t.backupLabels), String(t.partials)]),
         ),
   );
   return EXIT.ok;
@@ -223,15 +224,4 @@ async function restorePointCommand(config: Config, cluster: string, repository: 
   }
   out.result({ cluster, ...record, segment, key }, () => `restore point "${name}" at ${record.lsn} on timeline ${record.timeline} (segment ${segment}, switched for archiving); recorded in ${key}`);
   return EXIT.ok;
-}
-
-function humanBytes(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
 }

@@ -1,4 +1,3 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { WorkflowHandle } from '@temporalio/client';
@@ -8,7 +7,7 @@ import { decideApproval } from '../../client/restore.js';
 import { runTool } from '../../process/run.js';
 import { projectRoot } from '../../stack/binaries.js';
 import { statusQuery } from '../../workflows/runbook.js';
-import { freezeAfterRead, processesMatching } from '../support/processes.js';
+import { freezeAfterRead, processesMatching, withKillableWorker } from '../support/processes.js';
 import { PITR_CLUSTER, startArchivingCluster, type PitrSetup } from '../support/pitr.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 import { recoveredSql, rewriteConfig, serverNow, takeBaseBackup, waitForStatus, withConfigPath } from './pitr-support.js';
@@ -58,26 +57,6 @@ function escape(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
-/** `pgrunbook worker` processes on `configPath`, killed with SIGKILL on demand. */
-async function withWorkerProcesses(configPath: string, run: (kill: () => Promise<void>, restart: () => void) => Promise<void>): Promise<void> {
-  const start = (): ChildProcess =>
-    spawn(process.execPath, [join(projectRoot, 'dist', 'client', 'main.js'), 'worker', '--config', configPath], { env: { ...pitr.env, PGRUNBOOK_CONFIG: configPath }, stdio: ['ignore', 'ignore', 'inherit'] });
-  let worker = start();
-  try {
-    await run(
-      async () => {
-        worker.kill('SIGKILL');
-        await new Promise((r) => worker.once('exit', r));
-      },
-      () => {
-        worker = start();
-      },
-    );
-  } finally {
-    worker.kill('SIGKILL');
-  }
-}
-
 async function activityAttempts(handle: WorkflowHandle, activity: string): Promise<number> {
   const events = (await handle.fetchHistory()).events ?? [];
   const scheduled = new Set(events.filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === activity).map((e) => String(e.eventId)));
@@ -95,7 +74,7 @@ describe('a worker killed with SIGKILL during a point-in-time restore', () => {
     await pitr.source.sql('DELETE FROM organizations; DELETE FROM bulk WHERE id % 2 = 0', 'app');
     await pitr.switchAndArchive();
 
-    await withWorkerProcesses(pitr.configPath, async (kill, restart) => {
+    await withKillableWorker(pitr.configPath, { ...pitr.env, PGRUNBOOK_CONFIG: pitr.configPath }, async (kill, restart) => {
       const handle = await startPitr(stack.client, pitr.config, { cluster: PITR_CLUSTER, target: { time: t } });
       onTestFinished(async () => {
         await handle.terminate('test cleanup').catch(() => undefined);
@@ -131,7 +110,7 @@ describe('a worker killed with SIGKILL during a point-in-time restore', () => {
     await pitr.source.sql("INSERT INTO organizations VALUES (999999, 'after the target')", 'app');
     await pitr.switchAndArchive();
 
-    await withWorkerProcesses(slowConfigPath, async (kill, restart) => {
+    await withKillableWorker(slowConfigPath, { ...pitr.env, PGRUNBOOK_CONFIG: slowConfigPath }, async (kill, restart) => {
       const handle = await startPitr(stack.client, pitr.config, { cluster: PITR_CLUSTER, target: { time: t } });
       onTestFinished(async () => {
         await handle.terminate('test cleanup').catch(() => undefined);

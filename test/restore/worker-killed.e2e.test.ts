@@ -1,16 +1,14 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CommandAppConfig } from '../../app-controllers/schema.js';
 import { startBackup } from '../../client/backup.js';
 import { startRestore } from '../../client/restore.js';
-import { projectRoot } from '../../stack/binaries.js';
 import type { BackupResult } from '../../workflows/backup-database.js';
 import { statusQuery } from '../../workflows/runbook.js';
 import { contentFingerprint, type ContentFingerprint } from '../support/content.js';
 import { demoApp } from '../support/restore.js';
-import { freezeAfterRead, processesMatching } from '../support/processes.js';
+import { freezeAfterRead, processesMatching, withKillableWorker } from '../support/processes.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 
 // kill -9 of the worker process at the riskiest moments of a restore; a new worker process takes
@@ -73,24 +71,6 @@ async function until(what: string, probe: () => boolean | Promise<boolean>, time
   }
 }
 
-async function withWorkerProcesses(configFile: string, run: (kill: () => Promise<void>, restart: () => void) => Promise<void>): Promise<void> {
-  const start = (): ChildProcess => spawn(process.execPath, [join(projectRoot, 'dist', 'client', 'main.js'), 'worker', '--config', configFile], { env: stack.workerEnv, stdio: ['ignore', 'ignore', 'inherit'] });
-  let worker = start();
-  try {
-    await run(
-      async () => {
-        worker.kill('SIGKILL');
-        await new Promise((r) => worker.once('exit', r));
-      },
-      () => {
-        worker = start();
-      },
-    );
-  } finally {
-    worker.kill('SIGKILL');
-  }
-}
-
 async function resetLive(): Promise<void> {
   // Every scenario starts from the same live data and a running app.
   await stack.cluster.sql("SELECT string_agg(datname, ',') FROM pg_database WHERE datname LIKE 'app\\_\\_%'").then(async (names) => {
@@ -106,7 +86,7 @@ describe('a worker killed with SIGKILL during a restore', () => {
   it.each(['swap', 'in-place'] as const)('%s, during pg_restore: a new worker re-creates the half-restored database, restores, and the data equals the backup', async (strategy) => {
     await resetLive();
     const configFile = stack.writeConfig(databases(app.config, strategy));
-    await withWorkerProcesses(configFile, async (kill, restart) => {
+    await withKillableWorker(configFile, stack.workerEnv, async (kill, restart) => {
       const handle = await startRestore(stack.client, stack.config(databases(app.config, strategy)), { database: 'app', backup: backupId });
       const frozen = await freezePgRestoreAfter(8 * 1024 * 1024);
       await kill();
@@ -139,7 +119,7 @@ describe('a worker killed with SIGKILL during a restore', () => {
     const hold = gate(`${which}-${Date.now()}`);
     const appConfig: CommandAppConfig = { ...app.config, [which]: which === 'stop' ? `${app.config.stop}\n${hold.script}` : `${hold.script}\n${app.config.start}` };
     const configFile = stack.writeConfig(databases(appConfig, 'swap'));
-    await withWorkerProcesses(configFile, async (kill, restart) => {
+    await withKillableWorker(configFile, stack.workerEnv, async (kill, restart) => {
       const handle = await startRestore(stack.client, stack.config(databases(appConfig, 'swap')), { database: 'app', backup: backupId });
       await until(`the ${which} command`, hold.entered);
       expect(app.running()).toBe(false);

@@ -1,4 +1,7 @@
+import { spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { projectRoot } from '../../stack/binaries.js';
 
 // /proc lookups for tests that kill or freeze tools mid-way (worker-killed scenarios).
 
@@ -33,4 +36,27 @@ export async function freezeAfterRead(what: string, find: () => number[], bytes:
     await new Promise((r) => setTimeout(r, 5));
   }
   throw new Error(`${what} never read ${bytes} bytes`);
+}
+
+/**
+ * Runs `run` while a `pgrunbook worker` process (dist/, on `configPath`, with `env`) serves the
+ * task queue: `kill` SIGKILLs it and waits for it to exit, `restart` starts a new one. The last
+ * one is killed afterwards.
+ */
+export async function withKillableWorker(configPath: string, env: NodeJS.ProcessEnv, run: (kill: () => Promise<void>, restart: () => void) => Promise<void>): Promise<void> {
+  const start = (): ChildProcess => spawn(process.execPath, [join(projectRoot, 'dist', 'client', 'main.js'), 'worker', '--config', configPath], { env, stdio: ['ignore', 'ignore', 'inherit'] });
+  let worker = start();
+  try {
+    await run(
+      async () => {
+        worker.kill('SIGKILL');
+        await new Promise((r) => worker.once('exit', r));
+      },
+      () => {
+        worker = start();
+      },
+    );
+  } finally {
+    worker.kill('SIGKILL');
+  }
 }
