@@ -14,6 +14,7 @@ import { baseBackupFolder, pitrReportKey, restorePointKey, restorePointsPrefix }
 import { RestorePointRecord, type BaseBackupManifest } from '../pitr/manifest.js';
 import { walReachability, type WalTarget } from '../pitr/wal-inventory.js';
 import { formatLsn, parseLsn, parseWalFileName } from '../pitr/wal-names.js';
+import { removePrefetchedSegments } from '../pitr/wal-prefetch.js';
 import { countRows, listTables } from '../postgres/catalog.js';
 import { pgClientConfig } from '../postgres/connection.js';
 import { classifyPostgresError, failure } from '../postgres/errors.js';
@@ -560,6 +561,8 @@ export function createPitrActivities(deps: PitrDeps) {
             if (done) {
               // A replaced cluster runs on: its recovery settings have done their job.
               if (plan.mode === 'replace') await removeRecoverySettings(server.dataDir, isRoot() ? postgresUid() : null);
+              // Out of recovery: segments wal-fetch fetched ahead are never asked for again.
+              if (!state.inRecovery) removePrefetchedSegments(server.dataDir);
               return { ...state, seconds: (Date.now() - started) / 1000 };
             }
           }
@@ -624,6 +627,7 @@ export function createPitrActivities(deps: PitrDeps) {
             throw classifyPostgresError(error, describeServer(plan, server));
           });
           if (state && !state.inRecovery) {
+            removePrefetchedSegments(server.dataDir);
             send({ inRecovery: false, replayedLsn: state.replayedLsn, targetLsn: plan.target.lsn, pauseState: null, lastTransactionAt: state.lastTransactionAt, at: new Date().toISOString() }, true);
             return state;
           }

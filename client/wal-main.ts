@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import { ConfigError } from '../config/errors.js';
 import type { RepositoryConfig } from '../config/schema.js';
 import type { RepositoryKeys } from '../encryption/keys.js';
+import { prefetchFolderOf, prefetchTag, takePrefetchedSegment } from '../pitr/wal-prefetch.js';
 import { acknowledgePushedSegment, archiveTarget } from '../pitr/wal-spool.js';
 import { scrubSecrets } from '../process/secrets.js';
 import type { Repository } from '../repository/types.js';
@@ -11,9 +12,10 @@ import type { Repository } from '../repository/types.js';
 // PostgreSQL runs one process per WAL file, so start-up is most of the cost: this entry point
 // loads the config (yaml, zod) and one repository driver, never Temporal or the rest of the CLI;
 // the S3 SDK and the age library load only when the repository needs them. Its static imports
-// are node built-ins and three small modules without dependencies (wal-spool, errors, secrets):
-// a segment an earlier call pushed ahead (clusters.<id>.wal.pushAhead) is acknowledged from its
-// marker before anything else loads.
+// are node built-ins and small modules without dependencies (wal-spool, wal-prefetch, wal-names,
+// errors, secrets): a segment an earlier call pushed ahead (clusters.<id>.wal.pushAhead) is
+// acknowledged from its marker, and one an earlier call fetched ahead (clusters.<id>.wal.fetchAhead)
+// is handed over from the prefetch folder, before anything else loads.
 //
 // Exit status: 0 done; 1 failed (PostgreSQL retries) or, for wal-fetch, not in the archive;
 // 2 bad usage or configuration. Errors are one line prefixed with the command, then a HINT.
@@ -30,6 +32,7 @@ class WalUsageError extends Error {}
 export async function walMain(argv: string[]): Promise<number> {
   const command = argv[0] as WalCommand;
   if (command === 'wal-push' && acknowledgePushedSegment(argv.slice(1), process.env)) return 0;
+  if (command === 'wal-fetch' && takePrefetchedSegment(argv.slice(1), process.env)) return 0;
   try {
     const { values, positionals } = parseArgs({
       args: argv.slice(1),
@@ -39,10 +42,11 @@ export async function walMain(argv: string[]): Promise<number> {
     });
     const expected = command === 'wal-push' ? 1 : 2;
     if (positionals.length !== expected) throw new WalUsageError(`expected ${expected === 1 ? 'one argument (%p)' : 'two arguments (%f %p)'}, got ${positionals.length}\nHINT: ${USAGE[command]}`);
-    // Identified before the config is read: a config edited meanwhile never matches the markers written here.
-    const target = command === 'wal-push' ? archiveTarget(values, process.env) : undefined;
+    // Identified before the config is read: a config edited meanwhile never matches the markers
+    // and prefetched files written here.
+    const target = archiveTarget(values, process.env);
     const archive = await openArchive(values);
-    const { fetchWalFile, parseWalCompression, pushWalFileWithAhead } = await import('../pitr/wal-archive.js');
+    const { fetchWalFileWithAhead, parseWalCompression, pushWalFileWithAhead } = await import('../pitr/wal-archive.js');
     if (command === 'wal-push') {
       const setting = parseWalCompression(archive.compression);
       const encryptTo = archive.spec.encryption ? (await resolveKeys(archive.repositoryId, archive.spec, false)).encryptTo : null;
@@ -64,7 +68,21 @@ export async function walMain(argv: string[]): Promise<number> {
     }
     const [name, destination] = positionals as [string, string];
     const keys = await resolveKeys(archive.repositoryId, archive.spec, true);
-    const outcome = await fetchWalFile({ repository: archive.repository, cluster: archive.cluster, name, destination: isAbsolute(destination) ? destination : resolve(destination), keys });
+    // restore_command runs in the data directory: segments fetched ahead wait in its pg_wal.
+    const folder = target ? prefetchFolderOf(process.cwd()) : undefined;
+    const { outcome } = await fetchWalFileWithAhead({
+      repository: archive.repository,
+      cluster: archive.cluster,
+      name,
+      destination: isAbsolute(destination) ? destination : resolve(destination),
+      keys,
+      fetchAhead: archive.fetchAhead,
+      prefetch: folder && target ? { folder, tag: prefetchTag(target) } : undefined,
+      onAheadFailure: (segment, error) => {
+        // One line in the server log; PostgreSQL asks for this segment next, and that call fails the same way.
+        process.stderr.write(`pgrunbook wal-fetch: could not fetch ${segment} ahead (it is fetched again when PostgreSQL asks for it): ${describe(error, command).message}\n`);
+      },
+    });
     if (outcome === 'missing') {
       // PostgreSQL asks for files that may not exist at every recovery (the next timeline's
       // history, the segment after the last one): one short line in the server log is enough.
@@ -86,6 +104,7 @@ interface OpenArchive {
   repository: Repository;
   compression: string;
   pushAhead: number;
+  fetchAhead: number;
 }
 
 async function openArchive(values: { cluster?: string; config?: string }): Promise<OpenArchive> {
@@ -105,8 +124,8 @@ async function openArchive(values: { cluster?: string; config?: string }): Promi
     spec.type === 'local'
       ? new (await import('../repository/local/local-repository.js')).LocalRepository(repositoryId, spec.path)
       : new (await import('../repository/s3/s3-repository.js')).S3Repository(repositoryId, spec, process.env);
-  const { compression, pushAhead } = config.clusters[cluster]!.wal;
-  return { cluster, repositoryId, spec, repository, compression, pushAhead };
+  const { compression, pushAhead, fetchAhead } = config.clusters[cluster]!.wal;
+  return { cluster, repositoryId, spec, repository, compression, pushAhead, fetchAhead };
 }
 
 /**

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
-import { open, readFile, rename, unlink } from 'node:fs/promises';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -14,6 +14,7 @@ import { archiveInfoKey, type WalCompression } from './layout.js';
 import type { ArchiveInfo } from './manifest.js';
 import { parseStoredWalName, readArchiveInfo, walFolderKey, walObjectKey, type StoredWalName } from './wal-inventory.js';
 import { parseSegmentHeader, parseWalFileName, segmentFileName, systemIdentifierOfControlFile, type SegmentHeader, type WalFileName } from './wal-names.js';
+import { prefetchedFileName, removePrefetchFolder, tidyPrefetchFolder } from './wal-prefetch.js';
 import { fileIdentity, markerHolds, readMarker, removeMarker, removeStaleMarkers, segmentsReadyAfter, writeMarker, type ArchiveTarget, type FileIdentity } from './wal-spool.js';
 
 // wal-push and wal-fetch: one WAL file into or out of the archive, as PostgreSQL's
@@ -24,6 +25,7 @@ import { fileIdentity, markerHolds, readMarker, removeMarker, removeStaleMarkers
 // checks what it decompressed against it.
 
 const gzipAsync = promisify(gzip);
+const DECOMPRESS_CHUNK = 1 << 20;
 const zstdAsync = promisify(zstdCompress);
 
 export interface WalCompressionSetting {
@@ -307,6 +309,8 @@ export interface FetchOptions {
   /** Where to put it (restore_command's %p); written atomically. */
   destination: string;
   keys: RepositoryKeys;
+  /** fdatasync the file before it takes its name (a file kept for later, not one PostgreSQL reads at once). */
+  sync?: boolean;
   signal?: AbortSignal;
 }
 
@@ -325,7 +329,8 @@ export async function fetchWalFile(options: FetchOptions): Promise<'fetched' | '
   if (copies.some((c) => c.sha256 !== copy.sha256)) {
     throw new WalArchiveError(`${file.name} is archived twice with different content (${copies.map((c) => c.key).join(', ')})\nHINT: two clusters archived into one place; keep the copy of the cluster being recovered and remove the other`);
   }
-  const temp = join(dirname(options.destination), `.${basename(options.destination)}.${randomBytes(6).toString('hex')}.pgrunbook-tmp`);
+  // The writer's pid in the name: housekeeping of the prefetch folder removes those of dead writers only.
+  const temp = join(dirname(options.destination), `.${basename(options.destination)}.${process.pid}-${randomBytes(6).toString('hex')}.pgrunbook-tmp`);
   try {
     const hash = new ChecksumStream();
     const stages: NodeJS.ReadWriteStream[] = [];
@@ -336,9 +341,13 @@ export async function fetchWalFile(options: FetchOptions): Promise<'fetched' | '
       const { ageDecrypter } = await import('../encryption/age.js');
       stages.push(ageDecrypter(options.keys.identities));
     }
-    if (copy.compression === 'zstd') stages.push(createZstdDecompress());
-    else if (copy.compression === 'gzip') stages.push(createGunzip());
-    const source = await options.repository.read(copy.key, { signal: options.signal });
+    // 1 MiB output chunks too: with the default 16 KiB, a segment takes a thousand round trips.
+    if (copy.compression === 'zstd') stages.push(createZstdDecompress({ chunkSize: DECOMPRESS_CHUNK }));
+    else if (copy.compression === 'gzip') stages.push(createGunzip({ chunkSize: DECOMPRESS_CHUNK }));
+    // A stored object that is a local file is read in 1 MiB chunks: each chunk is a round trip
+    // of the decompressor to the thread pool, and the default 64 KiB makes that most of the cost.
+    const localObject = await options.repository.localFile?.(copy.key);
+    const source = localObject ? createReadStream(localObject, { highWaterMark: DECOMPRESS_CHUNK }) : await options.repository.read(copy.key, { signal: options.signal });
     try {
       await pipeline([source, ...stages, hash, createWriteStream(temp, { flags: 'wx', mode: 0o600 })], { signal: options.signal });
     } catch (error) {
@@ -348,9 +357,106 @@ export async function fetchWalFile(options: FetchOptions): Promise<'fetched' | '
     if (sha256 !== copy.sha256) {
       throw new WalArchiveError(`${file.name} does not match its checksum: sha256 ${sha256} after decompression, ${copy.sha256} when archived\nHINT: the stored object ${copy.key} is corrupt; copy it again from a replica of the repository if you have one`);
     }
+    if (options.sync) {
+      const handle = await open(temp, 'r+');
+      try {
+        await handle.datasync();
+      } finally {
+        await handle.close();
+      }
+    }
     await rename(temp, options.destination);
     return 'fetched';
   } finally {
     await unlink(temp).catch(() => undefined);
   }
+}
+
+export interface FetchWithAheadOptions extends FetchOptions {
+  /** clusters.<id>.wal.fetchAhead: how many following segments of the timeline to fetch with this one. */
+  fetchAhead: number;
+  /** The prefetch folder (pitr/wal-prefetch.ts) and the tag naming this archive; undefined: nothing is fetched ahead, nothing tidied. */
+  prefetch: { folder: string; tag: string } | undefined;
+  /** Files fetched at once; default: the number of CPUs, at least 2 (hashing here overlaps decompressing on the thread pool). */
+  concurrency?: number;
+  /** A segment fetched ahead failed its check or could not be read: reported, never fatal (PostgreSQL asks for it, and that call fails). */
+  onAheadFailure?: (name: string, error: unknown) => void;
+}
+
+export interface FetchWithAheadResult {
+  outcome: 'fetched' | 'missing';
+  /** Segments stored in the prefetch folder by this call. */
+  ahead: string[];
+}
+
+/**
+ * wal-fetch with fetch-ahead (pgBackRest's archive-get queue, without a daemon): fetches `name`
+ * and, in parallel, the next `fetchAhead` segments of its timeline into the prefetch folder, each
+ * checked as fetchWalFile checks it and fsynced before it takes its final name
+ * (pitr/wal-prefetch.ts); PostgreSQL's next calls then take them from there. Resolves only when
+ * every fetch has settled: no fetch outlives the call, nothing is left half-written. Only the
+ * requested file decides the outcome: a segment fetched ahead that is missing (the end of the
+ * archive) is not stored, one that fails is reported and left for PostgreSQL to ask for. When the
+ * requested file is missing, PostgreSQL is about to end recovery or switch timelines: the whole
+ * prefetch folder goes.
+ */
+export async function fetchWalFileWithAhead(options: FetchWithAheadOptions): Promise<FetchWithAheadResult> {
+  const { prefetch } = options;
+  if (!prefetch) return { outcome: await fetchWalFile(options), ahead: [] };
+  const requested = parseWalFileName(options.name);
+  // History files (and backup labels, partial segments) are asked for once, and never fetched ahead.
+  const waiting = requested?.kind === 'segment' ? tidyPrefetchFolder(prefetch.folder, requested.name, prefetch.tag) : new Set<string>();
+  const info = requested?.kind === 'segment' && options.fetchAhead > 0 ? await readArchiveInfo(options.repository, options.cluster) : undefined;
+  const ahead: string[] = [];
+  if (info && requested) {
+    const file = parseWalFileName(requested.name, info.segmentSize)!;
+    for (let i = 1n; i <= BigInt(options.fetchAhead); i++) {
+      const name = segmentFileName(file.timeline, file.segment! + i, info.segmentSize);
+      if (!waiting.has(name)) ahead.push(name);
+    }
+  }
+  if (ahead.length === 0) {
+    const outcome = await fetchWalFile(options);
+    if (outcome === 'missing') removePrefetchFolder(prefetch.folder);
+    return { outcome, ahead: [] };
+  }
+
+  await mkdir(prefetch.folder, { recursive: true, mode: 0o700 });
+  // Aborted when the requested file is missing or fails: what is fetched ahead would never be used.
+  const stop = new AbortController();
+  const signal = options.signal ? AbortSignal.any([options.signal, stop.signal]) : stop.signal;
+  let outcome: 'fetched' | 'missing' | undefined;
+  let requestedError: unknown;
+  /** Position of the first segment ahead found missing: the archive ends there, later ones are not tried. */
+  let end = Infinity;
+  const stored: string[] = [];
+  const tasks: (() => Promise<unknown>)[] = [
+    () =>
+      fetchWalFile({ ...options, signal }).then(
+        (result) => {
+          outcome = result;
+          if (result === 'missing') stop.abort();
+        },
+        (error: unknown) => {
+          requestedError = error ?? new Error('wal-fetch failed');
+          stop.abort();
+        },
+      ),
+  ];
+  ahead.forEach((name, index) =>
+    tasks.push(async () => {
+      if (index > end || stop.signal.aborted) return;
+      try {
+        const result = await fetchWalFile({ ...options, name, destination: join(prefetch.folder, prefetchedFileName(name, prefetch.tag)), sync: true, signal });
+        if (result === 'fetched') stored.push(name);
+        else end = Math.min(end, index);
+      } catch (error) {
+        if (!stop.signal.aborted) options.onAheadFailure?.(name, error);
+      }
+    }),
+  );
+  await runBounded(tasks, options.concurrency ?? Math.max(2, availableParallelism()));
+  if (requestedError !== undefined) throw requestedError;
+  if (outcome === 'missing') removePrefetchFolder(prefetch.folder);
+  return { outcome: outcome!, ahead: stored.sort() };
 }
