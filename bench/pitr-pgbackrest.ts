@@ -22,18 +22,29 @@ export function ensurePgbackrest(): string {
 export interface PgBackRest {
   configPath: string;
   repoPath: string;
+  /** spool-path: in async mode, where archive-push's background process reports each segment done (archive/<stanza>/out/<name>.ok). */
+  spoolPath: string;
   /** archive_command / restore_command prefix: `pgbackrest --config=... --stanza=bench`. */
   command: string;
   /** Runs `pgbackrest --config=... --stanza=bench ARGS` as the server user; the database password only in its environment. */
   run(args: string[]): Promise<string>;
 }
 
+/** archive-async=y: archive-push hands segments to a background process that pushes every `.ready` one, `processMax` at a time. */
+export interface AsyncArchiving {
+  /** pg1-path: the data directory archive_command runs in (cwd, and where the background process finds pg_wal/archive_status). */
+  pgPath: string;
+  processMax: number;
+}
+
 /**
  * A pgBackRest configuration in `dir` (repository, logs, locks, spool: all there, all the server
- * user's) for the stanza `bench` on `cluster`. Synchronous archive-push (archive-async off, the
- * default): one process per segment, as PostgreSQL runs archive_command.
+ * user's) for the stanza `bench` on `cluster`. Without `async`: synchronous archive-push (the
+ * default), one process per segment, as PostgreSQL runs archive_command. With it: archive-async=y
+ * on the data directory `async.pgPath`; stanza-create must then pass `--pg1-path=` the cluster's
+ * own data directory (it checks that the server runs there).
  */
-export function configurePgbackrest(cluster: PostgresCluster, dir: string): PgBackRest {
+export function configurePgbackrest(cluster: PostgresCluster, dir: string, async?: AsyncArchiving): PgBackRest {
   serverOwnedDir(dir, 0o750);
   const repoPath = serverOwnedDir(join(dir, 'repo'), 0o750);
   for (const sub of ['log', 'lock', 'spool']) serverOwnedDir(join(dir, sub), 0o750);
@@ -51,9 +62,10 @@ export function configurePgbackrest(cluster: PostgresCluster, dir: string): PgBa
       'compress-level=3',
       'start-fast=y',
       'log-level-console=warn',
+      ...(async ? ['archive-async=y', `process-max=${async.processMax}`] : []),
       '',
       `[${STANZA}]`,
-      `pg1-path=${cluster.dataDir}`,
+      `pg1-path=${async?.pgPath ?? cluster.dataDir}`,
       `pg1-port=${cluster.port}`,
       `pg1-socket-path=${cluster.baseDir}`,
       'pg1-user=postgres',
@@ -66,6 +78,7 @@ export function configurePgbackrest(cluster: PostgresCluster, dir: string): PgBa
   return {
     configPath,
     repoPath,
+    spoolPath: join(dir, 'spool'),
     command: `${PGBACKREST} ${prefix.join(' ')}`,
     run: (args) => runServerTool(PGBACKREST, [...prefix, ...args], { cwd: dir, env: serverEnv({ PGPASSWORD: cluster.password }) as Record<string, string> }),
   };

@@ -2,8 +2,8 @@
 // commands run the way the server runs archive_command, and recovered servers started from a
 // restored data directory. Linux only; as root, server-side commands run as `postgres`.
 import { spawn } from 'node:child_process';
-import { chownSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, type Dirent } from 'node:fs';
-import { join } from 'node:path';
+import { chownSync, copyFileSync, existsSync, linkSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, type Dirent } from 'node:fs';
+import { basename, join } from 'node:path';
 import { hrtime } from 'node:process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { asServerUser, isRoot, postgresUid } from '../postgres/server-user.js';
@@ -184,6 +184,54 @@ export async function generateSegments(cluster: PostgresCluster, database: strin
   await cluster.sql('SELECT pg_reload_conf()');
   await cluster.sql('CHECKPOINT');
   return paths;
+}
+
+/**
+ * A directory shaped like a data directory whose archiver has a backlog: `global/pg_control` and
+ * PG_VERSION of `source` (pgBackRest reads pg_control from pg1-path), `pg_wal/` holding
+ * `segments` (hard links to the copies, or copies across filesystems) and
+ * `pg_wal/archive_status/<name>.ready` for each. Everything belongs to the server user.
+ * Returns the segment names, oldest first: the order the archiver hands them out.
+ */
+export function layOutPgWal(dataDir: string, source: string, segments: string[]): string[] {
+  serverOwnedDir(dataDir, 0o700);
+  serverOwnedDir(join(dataDir, 'global'), 0o700);
+  for (const file of ['global/pg_control', 'PG_VERSION']) {
+    copyFileSync(join(source, file), join(dataDir, file));
+    giveToServerUser(join(dataDir, file));
+  }
+  const status = serverOwnedDir(join(dataDir, 'pg_wal', 'archive_status'), 0o700);
+  giveToServerUser(join(dataDir, 'pg_wal'));
+  const sorted = [...segments].sort((a, b) => (basename(a) < basename(b) ? -1 : 1));
+  for (const from of sorted) {
+    const to = join(dataDir, 'pg_wal', basename(from));
+    try {
+      linkSync(from, to);
+    } catch {
+      copyFileSync(from, to);
+      giveToServerUser(to);
+    }
+    const name = basename(from);
+    writeFileSync(join(status, `${name}.ready`), '');
+    giveToServerUser(join(status, `${name}.ready`));
+  }
+  return sorted.map((path) => basename(path));
+}
+
+/** What the archiver does once archive_command succeeded for `name`: archive_status/<name>.ready becomes .done. */
+export function markArchived(dataDir: string, name: string): void {
+  const status = join(dataDir, 'pg_wal', 'archive_status');
+  renameSync(join(status, `${name}.ready`), join(status, `${name}.done`));
+}
+
+/** WAL-like files (24 hex digits first) under `dir` by segment name: how many stored objects each name has. */
+export function archivedNames(dir: string): Map<string, number> {
+  const names = new Map<string, number>();
+  forEachFileUnder(dir, (entry) => {
+    const name = /^[0-9A-F]{24}/.exec(entry.name)?.[0];
+    if (name) names.set(name, (names.get(name) ?? 0) + 1);
+  });
+  return names;
 }
 
 /** UPDATEs ledger rows in batches until about `segments` segments of WAL were written: the WAL recovery replays. */

@@ -9,6 +9,14 @@
  *      `pgbackrest archive-push` (synchronous, the default), each to its own local repository,
  *      zstd level 3 on both, no encryption. Interleaved per segment, never concurrent. Also the
  *      fixed cost of one invocation and of re-pushing a segment the archive already has.
+ *  1b. asynchronous archiving: the same segments laid out as PostgreSQL leaves a backlog (a
+ *      directory shaped like a data directory: global/pg_control, pg_wal/<name> and
+ *      pg_wal/archive_status/<name>.ready), archived one call per segment in name order with the
+ *      data directory as cwd and pg_wal/<name> as argument, .ready renamed to .done after each
+ *      success, as the archiver does: `pgrunbook wal-push` with clusters.<id>.wal.pushAhead 8 vs
+ *      `pgbackrest archive-push` with archive-async=y and process-max = the number of CPUs. Each
+ *      into a fresh repository, checked afterwards to hold every segment exactly once. Also the
+ *      time of a call whose segment was already archived ahead (pgrunbook's fast path).
  *   2. base backup: the basebackupCluster workflow through a real Temporal dev server and a
  *      separate worker process (start to result) vs `pgbackrest backup --type=full`.
  *   3. time to recover to a target time T (seed 001 scenario 1: orders written, T, all deleted,
@@ -29,7 +37,7 @@
  * document on stdout, everything else on stderr). A pgrunbook piece that is not there or fails is
  * reported as "not measured: <why>", never as a number. Linux only (/proc), PostgreSQL 15.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -48,14 +56,17 @@ import type { PitrResult } from '../workflows/point-in-time-restore.js';
 import { statusQuery, type RunbookStatus } from '../workflows/runbook.js';
 import { log, mb, positiveFlag, reportBenchFailure, resultOrStuck, round, runBench, secondsSince, startBenchStack, teardownStack, warnAboutNoise } from './common.js';
 import { CpuAccounting, describeCpu, type CpuUse } from './cpu.js';
-import { configurePgbackrest, ensurePgbackrest, type PgBackRest } from './pitr-pgbackrest.js';
+import { configurePgbackrest, ensurePgbackrest, STANZA, type PgBackRest } from './pitr-pgbackrest.js';
 import {
   archivedFiles,
+  archivedNames,
   enableArchiving,
   generateSegments,
   incident,
   incidentRows,
+  layOutPgWal,
   loadLedger,
+  markArchived,
   removeTree,
   restoredSegments,
   runAsServer,
@@ -76,6 +87,9 @@ const TASK_QUEUE = 'bench-pitr';
 /** The cluster id in pgrunbook's config for parts 2-3, and for part 1's separate archive. */
 const CLUSTER = 'bench';
 const WAL_BENCH_CLUSTER = 'walbench';
+/** Part 1b's pgrunbook archive: clusters.<id>.wal.pushAhead = PUSH_AHEAD. */
+const WAL_AHEAD_CLUSTER = 'walbench-ahead';
+const PUSH_AHEAD = 8;
 const DATABASE = 'bench';
 /** Repeats of the fixed-cost probes (missing segment, duplicate push); the median is reported. */
 const PROBES = 5;
@@ -98,6 +112,22 @@ interface WalPushSide {
   startupMs: number;
   /** Median of PROBES re-pushes of a segment the archive already holds with the same content (they succeed). */
   duplicatePushMs: number;
+  cpu: CpuUse;
+}
+
+/** Part 1b: a pg_wal backlog archived one call per segment, in name order, as PostgreSQL's archiver does. */
+interface AsyncPushSide {
+  measured: true;
+  segments: number;
+  /** From the first call until the last one returned (every segment archived). */
+  seconds: number;
+  segmentsPerSecond: number;
+  archivedBytes: number;
+  compressionRatio: number;
+  /** Calls whose segment was already archived ahead (pgrunbook: a push-ahead marker; pgBackRest: a .ok in its spool) and the median of their times. */
+  acknowledged: { calls: number; medianMs: number | null };
+  /** The other calls (they archive their segment, and start archiving those after it). */
+  pushing: { calls: number; medianMs: number | null; maxMs: number | null };
   cpu: CpuUse;
 }
 
@@ -252,6 +282,114 @@ function sumCpu(runs: CpuUse[], wallSeconds: number): CpuUse {
     bench: sum('bench'),
     other: sum('other'),
   };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Part 1b: asynchronous archiving of a pg_wal backlog
+
+interface AsyncArchiver {
+  /** The data directory the calls run in: its pg_wal holds the backlog. */
+  dataDir: string;
+  repo: string;
+  command: (name: string) => string;
+  /** Whether `name` was archived ahead before PostgreSQL asks for it. */
+  doneAhead: (name: string) => boolean;
+}
+
+/**
+ * Calls the archiver's command once per segment in name order with cwd = the data directory and
+ * argument pg_wal/<name>, renaming .ready to .done after each success, exactly as PostgreSQL's
+ * archiver does with a backlog. Every segment must end up in the (fresh) repository exactly once.
+ */
+async function archiveBacklog(h: Harness, tool: string, archiver: AsyncArchiver, names: string[]): Promise<AsyncPushSide | NotMeasured> {
+  if (archivedNames(archiver.repo).size !== 0) return notMeasured(`${tool}: its repository ${archiver.repo} is not empty before the run`);
+  const acknowledged: number[] = [];
+  const pushing: number[] = [];
+  const cpuBefore = h.cpu.read();
+  const start = hrtime.bigint();
+  for (const [i, name] of names.entries()) {
+    const ahead = archiver.doneAhead(name);
+    const run = await runAsServer(archiver.command(name), archiver.dataDir);
+    if (run.code !== 0) return notMeasured(`${tool}: the call for segment ${i + 1} (${name}) exited ${run.code}: ${run.stderr.trim()}`);
+    markArchived(archiver.dataDir, name);
+    (ahead ? acknowledged : pushing).push(run.seconds * 1000);
+  }
+  const seconds = secondsSince(start);
+  const cpu = CpuAccounting.since(cpuBefore, h.cpu.read(), seconds);
+  const stored = archivedNames(archiver.repo);
+  const problems = [
+    ...names.filter((name) => !stored.has(name)).map((name) => `${name} missing`),
+    ...[...stored].filter(([name, copies]) => copies !== 1 || !names.includes(name)).map(([name, copies]) => `${name} stored ${copies} times${names.includes(name) ? '' : ' (not in the backlog)'}`),
+  ];
+  if (problems.length > 0) {
+    const why = `${tool}: the repository does not hold each of the ${names.length} segments exactly once: ${problems.slice(0, 5).join(', ')}${problems.length > 5 ? `, ... (${problems.length} problems)` : ''}`;
+    process.stderr.write(`bench:pitr: ARCHIVE CHECK FAILED: ${why}\n`);
+    return notMeasured(why);
+  }
+  const bytes = archivedFiles(archiver.repo).bytes;
+  return {
+    measured: true,
+    segments: names.length,
+    seconds: round(seconds),
+    segmentsPerSecond: round(names.length / seconds, 1),
+    archivedBytes: bytes,
+    compressionRatio: round(bytes / (names.length * SEGMENT_BYTES), 3),
+    acknowledged: { calls: acknowledged.length, medianMs: acknowledged.length ? round(median(acknowledged), 1) : null },
+    pushing: { calls: pushing.length, medianMs: pushing.length ? round(median(pushing), 1) : null, maxMs: pushing.length ? round(Math.max(...pushing), 1) : null },
+    cpu,
+  };
+}
+
+/** Part 1b: pgrunbook wal-push with push-ahead vs pgBackRest archive-push with archive-async=y, each on its own copy of the backlog. */
+async function measureAsyncPush(h: Harness, segments: string[], pieces: Pieces, pgrunbookRepo: string): Promise<Comparison<AsyncPushSide>> {
+  const base = serverOwnedDir(join(h.workDir, 'async'), 0o755);
+  const pgbackrestData = join(base, 'pgbackrest-data');
+  const names = layOutPgWal(pgbackrestData, h.cluster.dataDir, segments);
+  const processMax = cpus().length;
+  const pgbackrest = configurePgbackrest(h.cluster, join(base, 'pgbackrest'), { pgPath: pgbackrestData, processMax });
+  log(`part 1b: a backlog of ${names.length} .ready segments in pg_wal, one call per segment in name order: pgbackrest archive-async (process-max=${processMax}), then pgrunbook wal-push (pushAhead ${PUSH_AHEAD}) ...`);
+  let pgbackrestSide: AsyncPushSide | NotMeasured;
+  try {
+    // stanza-create checks that pg1-path is where the server runs.
+    await pgbackrest.run(['stanza-create', `--pg1-path=${h.cluster.dataDir}`]);
+    pgbackrestSide = await archiveBacklog(h, 'pgbackrest archive-async', {
+      dataDir: pgbackrestData,
+      repo: pgbackrest.repoPath,
+      command: (name) => `${pgbackrest.command} archive-push pg_wal/${name}`,
+      doneAhead: (name) => existsSync(join(pgbackrest.spoolPath, 'archive', STANZA, 'out', `${name}.ok`)),
+    }, names);
+  } catch (error) {
+    pgbackrestSide = notMeasured(`pgbackrest archive-async: ${(error as Error).message}`);
+  }
+  await waitForBackgroundArchiver(pgbackrest);
+  removeTree(pgbackrestData);
+  let pgrunbookSide: AsyncPushSide | NotMeasured;
+  if (pieces.walPush) {
+    pgrunbookSide = notMeasured(pieces.walPush);
+  } else {
+    const pgrunbookData = join(base, 'pgrunbook-data');
+    layOutPgWal(pgrunbookData, h.cluster.dataDir, segments);
+    pgrunbookSide = await archiveBacklog(h, 'pgrunbook wal-push (push-ahead)', {
+      dataDir: pgrunbookData,
+      repo: pgrunbookRepo,
+      command: (name) => `${h.pgrunbookCommand} wal-push pg_wal/${name} --cluster ${WAL_AHEAD_CLUSTER} --config ${h.configPath}`,
+      doneAhead: (name) => existsSync(join(pgrunbookData, 'pg_wal', '.pgrunbook-pushed', name)),
+    }, names);
+    removeTree(pgrunbookData);
+  }
+  return compare(pgrunbookSide, pgbackrestSide, (s) => s.seconds / s.segments);
+}
+
+/**
+ * pgBackRest's background archive-push process exits once nothing is .ready; wait until it has
+ * released its lock (flock on <lock-path>/<stanza>-archive.lock), at most 30 s, so it adds nothing
+ * to the figures that follow.
+ */
+async function waitForBackgroundArchiver(pgbackrest: PgBackRest): Promise<void> {
+  const lock = join(dirname(pgbackrest.configPath), 'lock', `${STANZA}-archive.lock`);
+  const held = (): boolean => existsSync(lock) && spawnSync('flock', ['-n', lock, 'true']).status !== 0;
+  for (let i = 0; i < 300 && held(); i++) await sleep(100);
+  if (held()) log(`  note: pgBackRest's background archive-push still holds ${lock} after 30 s`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -411,6 +549,7 @@ interface Summary {
   archiveCommand: string;
   target: Incident;
   walPush: Comparison<WalPushSide>;
+  asyncPush: Comparison<AsyncPushSide>;
   /** Median `node -e 0` run as archive_command runs: the floor under wal-push's start-up. */
   nodeStartupMs: number;
   basebackup: Comparison<BasebackupSide>;
@@ -439,6 +578,22 @@ function report(s: Summary): void {
     ) + '\n',
   );
   out(`startup: an invocation on a segment that does not exist (fails at once: process start, config, argument checks); re-push: a segment the archive already holds; \`node -e 0\` alone: ${f(s.nodeStartupMs, 1)} ms\n`);
+
+  const a = s.asyncPush;
+  out(`\n-- 1b. asynchronous archiving: a backlog of ${s.segments} .ready segments in pg_wal, one call per segment in name order as PostgreSQL's archiver makes them (cwd = data directory, pg_wal/<name>, .ready -> .done) --\n`);
+  out(
+    table(
+      ['tool', 'total s', 'segments/s', 'archived MB', 'stored/original', 'calls already done: n', 'median ms', 'calls that pushed: n', 'median ms', 'max ms', 'machine cpu s'],
+      (['pgrunbook', 'pgbackrest'] as const).map((tool) => {
+        const side = a[tool];
+        const name = tool === 'pgrunbook' ? `pgrunbook wal-push, pushAhead ${PUSH_AHEAD}` : `pgbackrest archive-push, archive-async (process-max ${s.cpus})`;
+        if (!side.measured) return [name, `not measured: ${side.why}`];
+        return [name, f(side.seconds), f(side.segmentsPerSecond, 1), f(mb(side.archivedBytes), 1), f(side.compressionRatio, 3), String(side.acknowledged.calls), f(side.acknowledged.medianMs, 1), String(side.pushing.calls), f(side.pushing.medianMs, 1), f(side.pushing.maxMs, 1), f(side.cpu.machineBusy, 1)];
+      }),
+    ) + '\n',
+  );
+  out(`calls already done: their segment was archived ahead by an earlier call (pgrunbook: the fast path, a marker in pg_wal/.pgrunbook-pushed; pgBackRest: a .ok in its spool)${a.pgrunbook.measured && a.pgbackrest.measured ? '; each repository was fresh and holds every segment exactly once' : ''}.\n`);
+  out('pgBackRest\'s background process is detached from the call that starts it, so its CPU shows as "other processes": compare machine cpu s.\n');
 
   out('\n-- 2. base backup (full, of the whole cluster) --\n');
   const b = s.basebackup;
@@ -472,17 +627,19 @@ function report(s: Summary): void {
   warnAboutNoise(noisy);
 
   out('\n-- ratios: pgrunbook / pgBackRest (time; lower is better) --\n');
-  const line = (name: string, c: Comparison<unknown>, detail: string): boolean => out(`${name.padEnd(34)} ${c.ratio !== null ? `${f(c.ratio, 3)}  (${detail})` : `not measured: ${c.why}`}\n`);
+  const RATIO_NAME = 46;
+  const line = (name: string, c: Comparison<unknown>, detail: string): boolean => out(`${name.padEnd(RATIO_NAME)} ${c.ratio !== null ? `${f(c.ratio, 3)}  (${detail})` : `not measured: ${c.why}`}\n`);
   const sides = <T extends { measured: true }>(c: Comparison<T>, show: (t: T) => string): string => (c.pgrunbook.measured && c.pgbackrest.measured ? `${show(c.pgrunbook)} vs ${show(c.pgbackrest)}` : '');
   line('1. wal-push time per segment', w, sides(w, (x) => `${f(x.seconds / x.segments * 1000, 1)} ms = ${f(x.segmentsPerSecond, 1)} segments/s`));
+  line('1b. wal-push with push-ahead vs archive-async', a, sides(a, (x) => `${f(x.seconds / x.segments * 1000, 1)} ms = ${f(x.segmentsPerSecond, 1)} segments/s, a call already done ${f(x.acknowledged.medianMs, 1)} ms`));
   line('2. base backup time', b, sides(b, (x) => `${f(x.seconds)} s`));
   line('3. time to recover to T', r, sides(r, (x) => `${f(x.seconds)} s`));
   // Diagnostics: the same comparisons without what only pgrunbook does (read back + pg_verifybackup; promote on request).
   if (b.ratio !== null && b.pgrunbook.measured && b.pgbackrest.measured && b.pgrunbook.steps.basebackup !== undefined) {
-    out(`${'   (pg_basebackup step alone)'.padEnd(34)} ${f(b.pgrunbook.steps.basebackup / b.pgbackrest.seconds, 3)}  (${f(b.pgrunbook.steps.basebackup)} s; the verify step, ${f(b.pgrunbook.steps.verify)} s, reads the backup back and runs pg_verifybackup)\n`);
+    out(`${'   (pg_basebackup step alone)'.padEnd(RATIO_NAME)} ${f(b.pgrunbook.steps.basebackup / b.pgbackrest.seconds, 3)}  (${f(b.pgrunbook.steps.basebackup)} s; the verify step, ${f(b.pgrunbook.steps.verify)} s, reads the backup back and runs pg_verifybackup)\n`);
   }
   if (r.ratio !== null && r.pgrunbook.measured && r.pgbackrest.measured && r.pgrunbook.readySeconds !== null) {
-    out(`${'   (ready at T, before promote)'.padEnd(34)} ${f(r.pgrunbook.readySeconds / r.pgbackrest.seconds, 3)}  (${f(r.pgrunbook.readySeconds)} s: recovered, paused at T and verified, read-only)\n`);
+    out(`${'   (ready at T, before promote)'.padEnd(RATIO_NAME)} ${f(r.pgrunbook.readySeconds / r.pgbackrest.seconds, 3)}  (${f(r.pgrunbook.readySeconds)} s: recovered, paused at T and verified, read-only)\n`);
   }
 }
 
@@ -533,6 +690,7 @@ async function main(): Promise<number> {
     // into `pitr` (cluster bench). Repositories belong to the server user: archive_command writes there.
     const repoDir = serverOwnedDir(join(workDir, 'pgrunbook-repo'));
     const walBenchRepoDir = serverOwnedDir(join(workDir, 'pgrunbook-walbench-repo'));
+    const walAheadRepoDir = serverOwnedDir(join(workDir, 'pgrunbook-walbench-ahead-repo'));
     const probeRepoDir = serverOwnedDir(join(workDir, 'pgrunbook-probe-repo'));
     const restoreDir = serverOwnedDir(join(workDir, 'pgrunbook-recovered'));
     const fileConfig = {
@@ -540,6 +698,7 @@ async function main(): Promise<number> {
       repositories: {
         pitr: { type: 'local', path: repoDir },
         walbench: { type: 'local', path: walBenchRepoDir },
+        [WAL_AHEAD_CLUSTER]: { type: 'local', path: walAheadRepoDir },
         probe: { type: 'local', path: probeRepoDir },
         warmup: { type: 'local', path: join(workDir, 'warmup-repo') },
       },
@@ -550,6 +709,7 @@ async function main(): Promise<number> {
       clusters: {
         [CLUSTER]: { database: DATABASE, repository: 'pitr', wal: { compression: 'zstd:3' }, basebackup: { compression: 'zstd:3', checkpoint: 'fast' }, restore: { dir: restoreDir } },
         [WAL_BENCH_CLUSTER]: { database: DATABASE, repository: 'walbench', wal: { compression: 'zstd:3' } },
+        [WAL_AHEAD_CLUSTER]: { database: DATABASE, repository: WAL_AHEAD_CLUSTER, wal: { compression: 'zstd:3', pushAhead: PUSH_AHEAD } },
         [`${WAL_BENCH_CLUSTER}-probe`]: { database: DATABASE, repository: 'probe', wal: { compression: 'zstd:3' } },
       },
       defaults: { repository: 'pitr' },
@@ -591,6 +751,11 @@ async function main(): Promise<number> {
     for (const tool of ['pgrunbook', 'pgbackrest'] as const) {
       const side = walPush[tool];
       log(`  ${tool}: ${side.measured ? `${side.seconds} s, ${side.segmentsPerSecond} segments/s, median ${side.msPerSegment.median} ms, startup ${side.startupMs} ms, re-push ${side.duplicatePushMs} ms; ${describeCpu(side.cpu)}` : `not measured: ${side.why}`}`);
+    }
+    const asyncPush = await measureAsyncPush(h, segments, pieces, walAheadRepoDir);
+    for (const tool of ['pgrunbook', 'pgbackrest'] as const) {
+      const side = asyncPush[tool];
+      log(`  ${tool} (async): ${side.measured ? `${side.seconds} s, ${side.segmentsPerSecond} segments/s; ${side.acknowledged.calls} calls already done (median ${side.acknowledged.medianMs} ms), ${side.pushing.calls} pushed (median ${side.pushing.medianMs} ms); ${describeCpu(side.cpu)}` : `not measured: ${side.why}`}`);
     }
     removeTree(segmentDir);
     // How much of wal-push's start-up is Node itself: `node -e 0`, run the same way.
@@ -636,7 +801,7 @@ async function main(): Promise<number> {
     log(`  pgrunbook pointInTimeRestore: ${pgrunbookRecovered.measured ? `${pgrunbookRecovered.seconds} s (${JSON.stringify(pgrunbookRecovered.phases)}); orders ${pgrunbookRecovered.rows.before}/${pgrunbookRecovered.rows.after}` : `not measured: ${pgrunbookRecovered.why}`}`);
     const recovery = compare(pgrunbookRecovered, pgbackrestRecovered, (x) => x.seconds);
 
-    const summary: Summary = { segments: segmentCount, rows, replaySegments, databaseBytes, cpus: cpus().length, pgbackrestVersion, archiveCommand, target, walPush, nodeStartupMs, basebackup, recovery };
+    const summary: Summary = { segments: segmentCount, rows, replaySegments, databaseBytes, cpus: cpus().length, pgbackrestVersion, archiveCommand, target, walPush, asyncPush, nodeStartupMs, basebackup, recovery };
     if (values.json) {
       writeSync(JSON_FD, `${JSON.stringify(summary, null, 2)}\n`);
     } else {
