@@ -256,7 +256,13 @@ export async function reachabilityOf(
     if (until.lsn < from.startLsn) return unreachable(`the target ${formatLsn(until.lsn)} is before the base backup's start ${formatLsn(from.startLsn)}\nHINT: choose an older base backup`, null);
     endSegment = segmentOf(until.lsn, segmentSize);
   } else if ('time' in until) {
-    const after = onPath.find((f) => f.modified.getTime() >= until.time.getTime());
+    // S3 keeps LastModified in whole seconds (truncated): a segment archived 0.3 s after T in
+    // the same second looks older than T. At the repository's resolution, a segment of T's
+    // second counts as "after"; should it still end before T, recovery says so (the recover
+    // step fails with the server's "recovery ended before the target" log).
+    const resolution = repository.modifiedResolutionMs ?? 1;
+    const targetTick = Math.floor(until.time.getTime() / resolution) * resolution;
+    const after = onPath.find((f) => f.modified.getTime() >= targetTick);
     if (!after) return unreachable(`no wal archived after ${until.time.toISOString()} yet\nHINT: pg_switch_wal() or wait for archive_timeout`, lastOnPath?.name ?? null);
     endSegment = after.segment!;
   } else {

@@ -31,6 +31,11 @@ export interface Repository {
   readonly id: string;
   /** Human-readable location: an absolute path or s3://bucket/prefix. */
   readonly location: string;
+  /**
+   * How coarse ObjectInfo.modified is, in milliseconds (S3 keeps LastModified in whole
+   * seconds, truncated); absent: exact enough to order events a millisecond apart.
+   */
+  readonly modifiedResolutionMs?: number;
   /** Streams `body` to `key`, publishing it atomically when `body` ends without error. */
   write(key: string, body: Readable, options?: { signal?: AbortSignal }): Promise<{ size: number }>;
   read(key: string, options?: { signal?: AbortSignal }): Promise<Readable>;

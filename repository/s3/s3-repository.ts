@@ -20,6 +20,8 @@ import type { ObjectInfo, Repository } from '../types.js';
  * write aborts its upload. Memory per write is about partSize x queueSize.
  */
 export class S3Repository implements Repository {
+  /** S3's LastModified has whole seconds. */
+  readonly modifiedResolutionMs = 1000;
   readonly location: string;
   private readonly client: S3Client;
   private readonly prefix: string;
