@@ -723,8 +723,7 @@ async function main(): Promise<number> {
 
     log('starting the worker process (node dist/client/main.js worker) ...');
     workerLog = join(workDir, 'worker.log');
-    // PGRUNBOOK_CONFIG: the recovered server's restore_command (wal-fetch --config) names the worker's config file.
-    const workerEnv = { ...process.env, PGRUNBOOK_CONFIG: configPath, BENCH_DATABASE_URL: cluster.url(DATABASE), BENCH_WARMUP_DATABASE_URL: cluster.url('warmup') };
+    const workerEnv = { ...process.env, BENCH_DATABASE_URL: cluster.url(DATABASE), BENCH_WARMUP_DATABASE_URL: cluster.url('warmup') };
     const worker = await startWorkerProcess(configPath, workerEnv, workerLog, TASK_QUEUE);
     addCleanup('worker', () => worker.stop());
     const cpu = CpuAccounting.find(cluster);

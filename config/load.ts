@@ -3,6 +3,7 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import { Config } from './schema.js';
 import { ConfigError, fromZodError } from './errors.js';
+import { configPath } from './path.js';
 
 export interface LoadedConfig {
   config: Config;
@@ -10,10 +11,7 @@ export interface LoadedConfig {
   path: string;
 }
 
-/** --config, then $PGRUNBOOK_CONFIG, then ./pgrunbook.yaml. */
-export function configPath(explicit?: string): string {
-  return resolve(explicit ?? process.env.PGRUNBOOK_CONFIG ?? 'pgrunbook.yaml');
-}
+export { configPath };
 
 export function loadConfig(explicit?: string): LoadedConfig {
   const path = configPath(explicit);

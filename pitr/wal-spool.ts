@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync, type BigIntStats } from 'node:fs';
-import { basename, dirname, join, resolve } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { configPath } from '../config/path.js';
 
 // Push-ahead markers (clusters.<id>.wal.pushAhead): a wal-push that archived, besides the segment
 // PostgreSQL asked for, further completed segments (pg_wal/archive_status/*.ready) leaves a marker
@@ -73,14 +74,10 @@ function sameIdentity(a: FileIdentity, b: FileIdentity): boolean {
   return a.size === b.size && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs && a.ino === b.ino;
 }
 
-/** The config file wal-push reads: --config, then $PGRUNBOOK_CONFIG, then ./pgrunbook.yaml (as config/load.ts configPath). */
-function configFileOf(explicit: string | undefined, env: NodeJS.ProcessEnv): string {
-  return resolve(explicit ?? env.PGRUNBOOK_CONFIG ?? 'pgrunbook.yaml');
-}
 
 /** The archive a wal-push invocation targets, identified without reading the config; undefined when the config file cannot be stat'ed. */
 export function archiveTarget(options: { config?: string; cluster?: string }, env: NodeJS.ProcessEnv): ArchiveTarget | undefined {
-  const config = configFileOf(options.config, env);
+  const config = configPath(options.config, env);
   try {
     return { config, configFile: fileIdentity(statSync(config, { bigint: true })), clusterArgument: options.cluster ?? null };
   } catch {

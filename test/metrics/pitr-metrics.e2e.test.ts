@@ -1,16 +1,13 @@
-import { existsSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { startBasebackup } from '../../client/commands/basebackup.js';
 import { startPitr } from '../../client/pitr.js';
 import { decideApproval } from '../../client/restore.js';
 import { readBaseManifest } from '../../pitr/base-catalog.js';
 import { listArchivedWal } from '../../pitr/wal-inventory.js';
-import { runTool } from '../../process/run.js';
 import { RepositoryRegistry } from '../../repository/registry.js';
-import { createWorker } from '../../worker/worker.js';
 import { METRIC, serveMetrics, WorkerMetrics, type MetricsServer } from '../../worker/metrics.js';
-import { waitForStatus, withConfigPath } from '../pitr/pitr-support.js';
+import { startPitrWorker } from '../pitr/basebackup-support.js';
+import { removeRecoveredCluster, waitForStatus } from '../pitr/pitr-support.js';
 import { PITR_CLUSTER, startArchivingCluster, type PitrSetup } from '../support/pitr.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 
@@ -28,7 +25,7 @@ let repositories: RepositoryRegistry;
 
 beforeAll(async () => {
   stack = await startTestStack();
-  pitr = withConfigPath(await startArchivingCluster(stack));
+  pitr = await startArchivingCluster(stack);
   repositories = new RepositoryRegistry(pitr.config, pitr.env);
   metrics = new WorkerMetrics({ databases: Object.keys(pitr.config.databases), clusters: [PITR_CLUSTER], processMetrics: false });
   server = await serveMetrics({ metrics, host: '127.0.0.1', port: 0, workerState: () => 'RUNNING' });
@@ -84,12 +81,8 @@ describe('point-in-time recovery on /metrics', () => {
   });
 
   it('a real base backup through Temporal sets its finish time, duration and stored size, counts one verified and none failed, and a new registry reads it back from the repository', async () => {
-    const worker = await createWorker({ config: pitr.config, connection: stack.temporal.nativeConnection, workflowBundle: stack.bundle, env: pitr.env, configPath: pitr.configPath, metrics });
-    const running = worker.run();
-    onTestFinished(async () => {
-      if (worker.getState() === 'RUNNING') worker.shutdown();
-      await running;
-    });
+    const worker = await startPitrWorker(stack, pitr, { metrics });
+    onTestFinished(() => worker.stop());
     const result = await (await startBasebackup(stack.client, pitr.config, { cluster: PITR_CLUSTER })).result();
     const manifest = await readBaseManifest(repositories.get('local'), result.backupId);
 
@@ -128,18 +121,13 @@ describe('point-in-time recovery on /metrics', () => {
   it('a real point-in-time restore, promoted, sets its finish time and duration and counts once as promoted', async () => {
     await pitr.source.sql('CREATE TABLE IF NOT EXISTS organizations (id int PRIMARY KEY); INSERT INTO organizations SELECT g FROM generate_series(1, 10) g ON CONFLICT DO NOTHING', 'app');
     await pitr.switchAndArchive();
-    const worker = await createWorker({ config: pitr.config, connection: stack.temporal.nativeConnection, workflowBundle: stack.bundle, env: pitr.env, configPath: pitr.configPath, metrics });
-    const running = worker.run();
+    const worker = await startPitrWorker(stack, pitr, { metrics });
     const handle = await startPitr(stack.client, pitr.config, { cluster: PITR_CLUSTER, target: { latest: true } });
     let dataDir: string | null = null;
     onTestFinished(async () => {
       await handle.terminate('test cleanup').catch(() => undefined);
-      if (dataDir && existsSync(join(dataDir, 'postmaster.pid'))) {
-        await runTool('runuser', ['-u', 'postgres', '--', join(pitr.source.binDir, 'pg_ctl'), '-D', dataDir, '-m', 'immediate', 'stop']).catch(() => undefined);
-      }
-      if (dataDir) rmSync(join(dataDir, '..'), { recursive: true, force: true });
-      if (worker.getState() === 'RUNNING') worker.shutdown();
-      await running;
+      await removeRecoveredCluster(pitr, dataDir);
+      await worker.stop();
     });
     const waiting = await waitForStatus(handle, (s) => s.pendingDecision?.step === 'decide' || s.state !== 'running');
     expect(waiting.state).toBe('running');

@@ -15,7 +15,7 @@ import { statusQuery } from '../../workflows/runbook.js';
 import { PITR_CLUSTER, startArchivingCluster, type PitrSetup } from '../support/pitr.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 import { startPitrWorker } from './basebackup-support.js';
-import { recoveredSql, serverNow, takeBaseBackup, waitForStatus, withConfigPath } from './pitr-support.js';
+import { recoveredSql, serverNow, takeBaseBackup, waitForStatus } from './pitr-support.js';
 
 // pointInTimeRestore in its default mode (a new data directory and port) on real PostgreSQL 15
 // archiving through `pgrunbook wal-push`, a real Temporal server and an in-process worker.
@@ -29,7 +29,7 @@ let stopWorker: () => Promise<void>;
 
 beforeAll(async () => {
   stack = await startTestStack();
-  pitr = withConfigPath(await startArchivingCluster(stack));
+  pitr = await startArchivingCluster(stack);
   await pitr.source.sql('CREATE TABLE organizations (id int PRIMARY KEY, name text NOT NULL); INSERT INTO organizations SELECT g, md5(g::text) FROM generate_series(1, 100) g', 'app');
   base = await takeBaseBackup(stack, pitr);
   ({ stop: stopWorker } = await startPitrWorker(stack, pitr));

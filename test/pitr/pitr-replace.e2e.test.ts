@@ -13,7 +13,7 @@ import { statusQuery } from '../../workflows/runbook.js';
 import { PITR_CLUSTER, startArchivingCluster, type PitrSetup } from '../support/pitr.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 import { startPitrWorker } from './basebackup-support.js';
-import { rewriteConfig, serverNow, takeBaseBackup, waitForStatus, withConfigPath } from './pitr-support.js';
+import { rewriteConfig, serverNow, takeBaseBackup, waitForStatus } from './pitr-support.js';
 
 // pointInTimeRestore mode "replace": the cluster itself goes back to T behind the approval gate,
 // with its application scaled down, its server stopped and its data directory moved aside (never
@@ -42,7 +42,7 @@ beforeAll(async () => {
   stack = await startTestStack();
   appDir = mkdtempSync(join(tmpdir(), 'pgrunbook-pitr-app-'));
   app = demoAppCommandConfig({ pidFile: join(appDir, 'app.pid'), port: await freePort(), urlEnv: APP_URL_ENV, connections: 2 });
-  pitr = withConfigPath(await startArchivingCluster(stack, { database: { restore: { approval: { required: true }, onStepFailure: 'ask' }, app } }));
+  pitr = await startArchivingCluster(stack, { database: { restore: { approval: { required: true }, onStepFailure: 'ask' }, app } });
   pitr.env[APP_URL_ENV] = pitr.source.url('app');
   // The worker runs on the database host: it knows the live data directory.
   rewriteConfig(pitr, (c) => {

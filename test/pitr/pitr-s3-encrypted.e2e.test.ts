@@ -5,7 +5,6 @@ import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vites
 import { startPitr } from '../../client/pitr.js';
 import { listArchivedWal } from '../../pitr/wal-inventory.js';
 import { isRoot, postgresUid } from '../../postgres/server-user.js';
-import { runTool } from '../../process/run.js';
 import { RepositoryRegistry } from '../../repository/registry.js';
 import { approveUpdate } from '../../workflows/restore-messages.js';
 import type { PitrResult } from '../../workflows/point-in-time-restore.js';
@@ -13,7 +12,7 @@ import { ageKeygen } from '../encryption/age-cli.js';
 import { PITR_CLUSTER, startArchivingCluster, type PitrSetup } from '../support/pitr.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 import { startPitrWorker } from './basebackup-support.js';
-import { recoveredSql, serverNow, takeBaseBackup, waitForStatus } from './pitr-support.js';
+import { recoveredSql, removeRecoveredCluster, serverNow, takeBaseBackup, waitForStatus } from './pitr-support.js';
 
 // Point-in-time recovery from an S3 repository (SeaweedFS) whose WAL and base backups are
 // age-encrypted: the base backup is decrypted by the worker, every WAL segment by the recovered
@@ -62,10 +61,7 @@ describe('pointInTimeRestore from an encrypted S3 repository', () => {
     let dataDir: string | null = null;
     onTestFinished(async () => {
       await handle.terminate('test cleanup').catch(() => undefined);
-      if (dataDir && existsSync(join(dataDir, 'postmaster.pid'))) {
-        await runTool('runuser', ['-u', 'postgres', '--', join(pitr.source.binDir, 'pg_ctl'), '-D', dataDir, '-m', 'immediate', 'stop']).catch(() => undefined);
-      }
-      if (dataDir) rmSync(join(dataDir, '..'), { recursive: true, force: true });
+      await removeRecoveredCluster(pitr, dataDir);
     });
     const waiting = await waitForStatus(handle, (s) => s.pendingDecision?.step === 'decide' || s.state !== 'running');
     expect(waiting.finished.map((s) => `${s.step}:${s.outcome}`)).toEqual(['resolve:ok', 'provision:ok', 'extract:ok', 'configure:ok', 'start:ok', 'recover:ok', 'verify:ok']);

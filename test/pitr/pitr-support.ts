@@ -1,4 +1,4 @@
-import { renameSync, writeFileSync } from 'node:fs';
+import { existsSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { WorkflowHandle } from '@temporalio/client';
 import { stringify } from 'yaml';
@@ -14,15 +14,6 @@ import { startPitrWorker } from './basebackup-support.js';
 // Shared by the point-in-time restore tests: base backups through the real workflow, waiting on
 // the status query, and psql on a recovered cluster's private socket.
 
-/**
- * The archiving cluster's worker learns its config file's path (the recovered server's
- * restore_command passes it to wal-fetch) from PGRUNBOOK_CONFIG, as `pgrunbook worker` would.
- */
-export function withConfigPath(pitr: PitrSetup): PitrSetup {
-  pitr.env.PGRUNBOOK_CONFIG = pitr.configPath;
-  return pitr;
-}
-
 /** Rewrites the setup's config file (atomically: the archiving server reads it on every wal-push) and returns the parsed config. */
 export function rewriteConfig(pitr: PitrSetup, change: (config: Record<string, unknown>) => void, path = pitr.configPath): Config {
   change(pitr.configObject);
@@ -34,9 +25,8 @@ export function rewriteConfig(pitr: PitrSetup, change: (config: Record<string, u
 }
 
 /**
- * A verified base backup by the basebackupCluster workflow (an in-process worker runs it). A
- * segment is archived first: the first wal-push (the server's user) creates pitr/<cluster>/ in the
- * local repository; made by the root worker first, the server could not write below it.
+ * A verified base backup by the basebackupCluster workflow (an in-process worker runs it), with
+ * the archive already holding WAL from before it (a segment is switched and archived first).
  */
 export async function takeBaseBackup(stack: TestStack, pitr: PitrSetup): Promise<BasebackupResult> {
   await pitr.switchAndArchive();
@@ -69,4 +59,13 @@ export async function serverNow(pitr: PitrSetup): Promise<string> {
 export function recoveredSql(pitr: PitrSetup, socketDir: string, port: number) {
   return (query: string, database = 'app'): Promise<string> =>
     runTool(join(pitr.source.binDir, 'psql'), ['-X', '-v', 'ON_ERROR_STOP=1', '-At', '-h', socketDir, '-p', String(port), '-U', 'postgres', '-d', database, '-c', query]);
+}
+
+/** Stops a recovered cluster left running (immediate) and removes its directory; for test clean-up. */
+export async function removeRecoveredCluster(pitr: PitrSetup, dataDir: string | null): Promise<void> {
+  if (!dataDir) return;
+  if (existsSync(join(dataDir, 'postmaster.pid'))) {
+    await runTool('runuser', ['-u', 'postgres', '--', join(pitr.source.binDir, 'pg_ctl'), '-D', dataDir, '-m', 'immediate', 'stop']).catch(() => undefined);
+  }
+  rmSync(join(dataDir, '..'), { recursive: true, force: true });
 }

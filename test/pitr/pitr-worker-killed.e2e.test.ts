@@ -10,7 +10,7 @@ import { statusQuery } from '../../workflows/runbook.js';
 import { freezeAfterRead, processesMatching, withKillableWorker } from '../support/processes.js';
 import { PITR_CLUSTER, startArchivingCluster, type PitrSetup } from '../support/pitr.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
-import { recoveredSql, rewriteConfig, serverNow, takeBaseBackup, waitForStatus, withConfigPath } from './pitr-support.js';
+import { recoveredSql, rewriteConfig, serverNow, takeBaseBackup, waitForStatus } from './pitr-support.js';
 
 // kill -9 of the worker process while a point-in-time restore extracts the base backup, and
 // while it waits for recovery; a new worker process takes over after the heartbeat timeout and
@@ -24,7 +24,7 @@ const BULK_ROWS = 150_000;
 
 beforeAll(async () => {
   stack = await startTestStack();
-  pitr = withConfigPath(await startArchivingCluster(stack));
+  pitr = await startArchivingCluster(stack);
   // ~100 MB in the base backup, so extraction runs long enough to be caught mid-way.
   await pitr.source.sql(`CREATE TABLE bulk AS SELECT g AS id, repeat(md5(g::text), 20) AS payload FROM generate_series(1, ${BULK_ROWS}) g`, 'app');
   await pitr.source.sql('CREATE TABLE organizations (id int PRIMARY KEY, name text NOT NULL); INSERT INTO organizations SELECT g, md5(g::text) FROM generate_series(1, 100) g', 'app');
@@ -74,7 +74,7 @@ describe('a worker killed with SIGKILL during a point-in-time restore', () => {
     await pitr.source.sql('DELETE FROM organizations; DELETE FROM bulk WHERE id % 2 = 0', 'app');
     await pitr.switchAndArchive();
 
-    await withKillableWorker(pitr.configPath, { ...pitr.env, PGRUNBOOK_CONFIG: pitr.configPath }, async (kill, restart) => {
+    await withKillableWorker(pitr.configPath, pitr.env, async (kill, restart) => {
       const handle = await startPitr(stack.client, pitr.config, { cluster: PITR_CLUSTER, target: { time: t } });
       onTestFinished(async () => {
         await handle.terminate('test cleanup').catch(() => undefined);
@@ -110,7 +110,7 @@ describe('a worker killed with SIGKILL during a point-in-time restore', () => {
     await pitr.source.sql("INSERT INTO organizations VALUES (999999, 'after the target')", 'app');
     await pitr.switchAndArchive();
 
-    await withKillableWorker(slowConfigPath, { ...pitr.env, PGRUNBOOK_CONFIG: slowConfigPath }, async (kill, restart) => {
+    await withKillableWorker(slowConfigPath, pitr.env, async (kill, restart) => {
       const handle = await startPitr(stack.client, pitr.config, { cluster: PITR_CLUSTER, target: { time: t } });
       onTestFinished(async () => {
         await handle.terminate('test cleanup').catch(() => undefined);
