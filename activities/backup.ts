@@ -62,7 +62,7 @@ export type ManifestDraft = Omit<Manifest, 'pgrunbookVersion' | 'manifestVersion
  * Workflows pass ids only; connections and credentials are resolved here, from the worker's config.
  */
 export function createBackupActivities(deps: ActivityDeps) {
-  const { databaseConfig, stepSettings, connection, repository, withHeartbeat, byteProgress } = activitySupport(deps);
+  const { databaseConfig, stepSettings, connection, repository, withHeartbeat, withDumpSlot, byteProgress } = activitySupport(deps);
   const { encryptionFor, verificationKeys } = createEncryptionSupport(deps);
 
   return {
@@ -115,7 +115,7 @@ export function createBackupActivities(deps: ActivityDeps) {
       await repo.removeIncompleteWrites(key).catch(() => 0);
       const signal = Context.current().cancellationSignal;
       try {
-        const outcome = await withHeartbeat((report) => dumpToRepository({
+        const outcome = await withHeartbeat((report) => withDumpSlot(() => dumpToRepository({
           params, tools, repository: repo, key,
           format: input.plan.format,
           compression: input.plan.compression,
@@ -126,7 +126,7 @@ export function createBackupActivities(deps: ActivityDeps) {
           ...(input.plan.encryption ? { encryptTo: input.plan.encryption.recipients } : {}),
           signal,
           onBytes: byteProgress(report),
-        }));
+        })));
         return { file: input.plan.dumpFile, ...outcome };
       } catch (error) {
         if (signal.aborted) throw error;
@@ -178,7 +178,7 @@ export function createBackupActivities(deps: ActivityDeps) {
       try {
         const schemaFile = storedName(ARTIFACT.schema, input.encryption);
         const encryptTo = input.encryption?.recipients;
-        files[schemaFile] = await withHeartbeat(() => dumpSchemaToRepository({ params, tools, repository: repo, key: artifactKey(input.backupId, schemaFile), signal: Context.current().cancellationSignal, ...(encryptTo ? { encryptTo } : {}) }));
+        files[schemaFile] = await withHeartbeat(() => withDumpSlot(() => dumpSchemaToRepository({ params, tools, repository: repo, key: artifactKey(input.backupId, schemaFile), signal: Context.current().cancellationSignal, ...(encryptTo ? { encryptTo } : {}) })));
       } catch (error) {
         throw classifyToolError(error, describeConnection(params));
       }

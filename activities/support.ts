@@ -4,6 +4,7 @@ import { ConfigError } from '../config/errors.js';
 import { resolveConnection, type ConnectionParams } from '../postgres/connection.js';
 import { failure } from '../postgres/errors.js';
 import type { RepositoryRegistry } from '../repository/registry.js';
+import { DumpSlots } from './dump-slots.js';
 import type { RunbookMetrics } from './runbook-metrics.js';
 
 export interface ActivityDeps {
@@ -17,6 +18,8 @@ export interface ActivityDeps {
    * `pgrunbook wal-fetch --config <it>` (point-in-time recovery).
    */
   configPath?: string;
+  /** pg_dump/pg_dumpall processes at once in this worker process (shared by all its task queues). */
+  dumpSlots?: DumpSlots;
 }
 
 export interface Progress {
@@ -30,6 +33,7 @@ export interface Progress {
  */
 export function activitySupport(deps: ActivityDeps) {
   const env = deps.env ?? process.env;
+  const dumpSlots = deps.dumpSlots ?? new DumpSlots(deps.config.worker.maxConcurrentDumps);
 
   function databaseConfig(database: string) {
     const db = deps.config.databases[database];
@@ -73,6 +77,14 @@ export function activitySupport(deps: ActivityDeps) {
     }
   }
 
+  /**
+   * Runs a pg_dump/pg_dumpall once one of the worker's dump slots is free (worker.maxConcurrentDumps).
+   * Call it inside withHeartbeat: waiting for a turn is still a live step.
+   */
+  function withDumpSlot<T>(dump: () => Promise<T>): Promise<T> {
+    return dumpSlots.run(Context.current().cancellationSignal, dump);
+  }
+
   /** A byte counter for withHeartbeat: bytes so far and the mean rate since `started`. */
   function byteProgress(report: (progress: Progress) => void, started = Date.now()): (bytes: number) => void {
     return (bytes) => report({ bytes, bytesPerSecond: Math.round(bytes / Math.max((Date.now() - started) / 1000, 0.001)) });
@@ -99,6 +111,7 @@ export function activitySupport(deps: ActivityDeps) {
     connection: (database: string): ConnectionParams => resolving(() => resolveConnection(database, databaseConfig(database), env)),
     repository: (id: string) => resolving(() => deps.repositories.get(id)),
     withHeartbeat,
+    withDumpSlot,
     byteProgress,
   };
 }

@@ -13,11 +13,11 @@ export interface WorkerProcess {
 
 /**
  * Starts `pgrunbook worker --config FILE` as a separate process (its output goes to `logPath`) and
- * returns once it reports it polls `taskQueue`.
+ * returns once it reports it polls `taskQueue`. `workerArgs`: more options, e.g. --task-queue.
  */
-export async function startWorkerProcess(configPath: string, env: NodeJS.ProcessEnv, logPath: string, taskQueue: string, nodeArgs: string[] = []): Promise<WorkerProcess> {
+export async function startWorkerProcess(configPath: string, env: NodeJS.ProcessEnv, logPath: string, taskQueue: string, nodeArgs: string[] = [], workerArgs: string[] = []): Promise<WorkerProcess> {
   const main = join(projectRoot, 'dist', 'client', 'main.js');
-  const child = spawn(process.execPath, [...nodeArgs, main, 'worker', '--config', configPath], { cwd: projectRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...nodeArgs, main, 'worker', '--config', configPath, ...workerArgs], { cwd: projectRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
   const logFile = createWriteStream(logPath);
   child.stdout!.pipe(logFile, { end: false });
   child.stderr!.pipe(logFile, { end: false });

@@ -12,6 +12,7 @@ import { schedulesCommand } from './commands/schedules.js';
 import { basebackupCommand, basebackupsCommand } from './commands/basebackup.js';
 import { pitrCommand } from './commands/pitr.js';
 import { walCommand } from './commands/wal.js';
+import { fleetCommand } from './commands/fleet.js';
 import { EXIT, Output, UsageError } from './output.js';
 
 const USAGE = `pgrunbook ${PGRUNBOOK_VERSION}: PostgreSQL backup and restore runbooks as durable Temporal workflows
@@ -22,9 +23,17 @@ commands:
   dev [--demo]                          embedded default: Temporal dev server + worker + local
                                         repository ./backups, on $DATABASE_URL or a throwaway
                                         cluster with sample data; --demo backs up, verifies, exits
-  worker                                run a worker for the config's task queue
+  worker [--task-queue Q]...            run a worker for the task queues in worker.taskQueues (default:
+                                        temporal.taskQueue); --task-queue overrides, e.g. one site's
   backup --database ID [--label L] [--repository R] [--wait]
                                         start backupDatabase; --wait follows it with progress
+  fleet backup [FLEET] [--select KEY=VALUE]... [--databases GLOB,...] [--concurrency N]
+               [--no-globals] [--label L] [--wait]
+                                        start backupFleet: every database of a fleet (fleets: in the
+                                        config) or of a selection, as child backups on their sites'
+                                        task queues, N at once, plus each server's roles and
+                                        tablespaces; exits 1 when any failed
+  fleet list                            configured fleets, their databases and task queues
   backups list --database ID [--repository R]
   backups verify BACKUP_ID [--repository R]
                                         re-check a stored backup: sha256, pg_restore -l, metadata
@@ -116,6 +125,11 @@ const CLI_OPTIONS = {
   latest: { type: 'boolean', default: false },
   mode: { type: 'string' },
   'base-backup': { type: 'string' },
+  'task-queue': { type: 'string', multiple: true },
+  select: { type: 'string', multiple: true },
+  databases: { type: 'string' },
+  concurrency: { type: 'string' },
+  'no-globals': { type: 'boolean', default: false },
   help: { type: 'boolean', short: 'h', default: false },
   version: { type: 'boolean', default: false },
 } as const;
@@ -156,14 +170,17 @@ export async function main(argv: string[]): Promise<number> {
         return await devCommand(out, { demo: values.demo });
       case 'worker': {
         const { config, path } = loadConfig(values.config);
-        const running = await startWorker(config, { configPath: path });
-        out.info(`worker for task queue "${config.temporal.taskQueue}" on ${config.temporal.address} (config ${path}); Ctrl-C stops it`);
+        const running = await startWorker(config, { configPath: path, taskQueues: values['task-queue'] ?? [] });
+        for (const taskQueue of running.taskQueues) out.info(`worker for task queue "${taskQueue}" on ${config.temporal.address} (config ${path}); Ctrl-C stops it`);
+        out.info(`up to ${config.worker.maxConcurrentActivities} steps per task queue and ${config.worker.maxConcurrentDumps} pg_dumps at once; on SIGTERM running steps get ${config.worker.shutdownGraceSeconds} s before Temporal retries them elsewhere`);
         if (running.metricsUrl) out.info(`metrics on ${running.metricsUrl}/metrics`);
         await running.done;
         return EXIT.ok;
       }
       case 'backup':
         return await backupCommand(loadConfig(values.config), out, values);
+      case 'fleet':
+        return await fleetCommand(loadConfig(values.config), out, sub, arg, values);
       case 'backups':
         if (sub === 'list') return await backupsListCommand(loadConfig(values.config), out, values);
         if (sub === 'verify') return await backupsVerifyCommand(loadConfig(values.config), out, arg, values);

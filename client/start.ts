@@ -1,6 +1,6 @@
 import { WorkflowExecutionAlreadyStartedError, type Client, type WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
 import type { z } from 'zod';
-import type { Config } from '../config/schema.js';
+import { runbookTaskQueue, type Config } from '../config/schema.js';
 import { describeIssues } from '../workflows/backup-input.js';
 import { DATABASE_ATTRIBUTE, LABEL_ATTRIBUTE, OPERATION_ATTRIBUTE } from '../workflows/search-attributes.js';
 import { UsageError } from './output.js';
@@ -64,13 +64,16 @@ export interface TaggedRunbookStart<I> {
   label?: string;
   /** The error when a workflow with this id already runs. */
   alreadyRunning: UsageError;
+  /** Default: the database's (or cluster's) site, runbookTaskQueue. */
+  taskQueue?: string;
 }
 
 /** Starts a runbook's workflow with the search attributes the UI and `temporal workflow list` filter on. */
 export async function startTaggedRunbook<I, R>(client: Client, config: Config, start: TaggedRunbookStart<I>): Promise<WorkflowHandleWithFirstExecutionRunId<(input: I) => Promise<R>>> {
   try {
     return await client.workflow.start<(input: I) => Promise<R>>(start.workflowType, {
-      taskQueue: config.temporal.taskQueue,
+      // The database's site (databases.<id>.taskQueue): its worker runs the workflow and every step.
+      taskQueue: start.taskQueue ?? runbookTaskQueue(config, start.database),
       workflowId: start.workflowId,
       args: [start.input],
       typedSearchAttributes: [

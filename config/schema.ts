@@ -14,11 +14,18 @@ const EnvName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected the name 
 
 const Seconds = z.number().int().positive();
 
+const TaskQueue = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/, 'expected a task queue name (letters, digits, ".", "-", "_"), e.g. pgrunbook-eu');
+
+/** Kubernetes-style label keys and values, so selectors read the same as kubectl's. */
+const LabelKey = z.string().regex(/^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$/, 'expected a label key (letters, digits, ".", "-", "_", "/"), e.g. tier');
+const LabelValue = z.string().regex(/^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$/, 'expected a label value (letters, digits, ".", "-", "_"), e.g. prod');
+
 export const TemporalConfig = z
   .object({
     address: z.string().min(1).default('localhost:7233'),
     namespace: z.string().min(1).default('default'),
-    taskQueue: z.string().min(1).default('pgrunbook'),
+    /** The control task queue: fleets run here, and every database without a taskQueue of its own. */
+    taskQueue: TaskQueue.default('pgrunbook'),
     /** mTLS or server-TLS. File paths; the files are read by the process that connects. */
     tls: z
       .object({
@@ -397,6 +404,14 @@ export const DatabaseConfig = z
     schedules: DatabaseSchedules.default(DatabaseSchedules.parse({})),
     /** Which backups `pruneBackups` deletes; absent: none (retention is off). */
     retention: RetentionConfig.optional(),
+    /**
+     * The task queue of this database's site: its backups, restores, drills and prunes (workflows
+     * and every activity) run on a worker polling it, next to the database. Default:
+     * temporal.taskQueue.
+     */
+    taskQueue: TaskQueue.optional(),
+    /** Free-form labels that fleets select on, e.g. {tier: prod, team: payments}. */
+    labels: z.record(LabelKey, LabelValue).default({}),
   })
   .strict()
   .superRefine((db, ctx) => {
@@ -559,6 +574,69 @@ export const MetricsConfig = z
   .strict();
 export type MetricsConfig = z.infer<typeof MetricsConfig>;
 
+/**
+ * This worker process: which task queues it polls and how much it does at once. The defaults
+ * suit a 2-core host: a pg_dump is a process of its own and its server backend another.
+ */
+export const WorkerConfig = z
+  .object({
+    /** Task queues this worker polls; default: temporal.taskQueue. `pgrunbook worker --task-queue Q` overrides. */
+    taskQueues: z.array(TaskQueue).min(1).optional(),
+    /** Activity slots per task queue. Waiting steps (approval, a recovered cluster's decision) do not hold one. */
+    maxConcurrentActivities: z.number().int().min(1).max(200).default(8),
+    /** Workflow task slots per task queue. */
+    maxConcurrentWorkflowTasks: z.number().int().min(2).max(200).default(10),
+    /** pg_dump and pg_dumpall processes at once in this worker process, over all its task queues; more wait their turn. */
+    maxConcurrentDumps: z.number().int().min(1).max(64).default(2),
+    /**
+     * On SIGTERM/SIGINT: how long in-flight steps may go on before they are cancelled and Temporal
+     * retries them on another worker. Keep it below Kubernetes' terminationGracePeriodSeconds.
+     */
+    shutdownGraceSeconds: z.number().int().min(0).max(86_400).default(30),
+  })
+  .strict();
+export type WorkerConfig = z.infer<typeof WorkerConfig>;
+
+/** Which databases a fleet backs up: ids matching any glob (`*`, `?`) AND every label. Absent: all. */
+export const FleetSelector = z
+  .object({
+    databases: z.array(z.string().regex(/^[a-z0-9_*?-]{1,63}$/, 'expected a database id or a glob of one, e.g. orders-*')).min(1).optional(),
+    labels: z.record(LabelKey, LabelValue).optional(),
+  })
+  .strict();
+export type FleetSelector = z.infer<typeof FleetSelector>;
+
+export const GlobalsOptions = z
+  .object({
+    /** Roles and tablespaces (pg_dumpall --globals-only), once per server in the fleet. */
+    enabled: z.boolean().default(true),
+    /**
+     * Include role password hashes. Off by default: pg_dumpall then reads pg_roles, which works for
+     * non-superusers and managed services, and no password hash is stored in the repository.
+     */
+    rolePasswords: z.boolean().default(false),
+    /** Newest globals dumps kept per server. */
+    keepLast: z.number().int().min(1).default(30),
+  })
+  .strict();
+export type GlobalsOptions = z.infer<typeof GlobalsOptions>;
+
+/** A fleet: many databases backed up by one `backupFleet` run, as child workflows. */
+export const FleetConfig = z
+  .object({
+    select: FleetSelector.default({}),
+    /** Database backups running at once. */
+    concurrency: z.number().int().min(1).max(100).default(4),
+    globals: GlobalsOptions.default(GlobalsOptions.parse({})),
+    /**
+     * When the fleet runs by itself (a Temporal Schedule); absent: on demand only. Databases in a
+     * scheduled fleet get no nightly backup schedule of their own.
+     */
+    schedule: scheduleWithDefaults({ calendar: { hour: 2, minute: 0 } }).optional(),
+  })
+  .strict();
+export type FleetConfig = z.infer<typeof FleetConfig>;
+
 export const Config = z
   .object({
     temporal: TemporalConfig.default(TemporalConfig.parse({})),
@@ -571,6 +649,9 @@ export const Config = z
     retry: RetryConfig.default(RetryConfig.parse({})),
     notifications: NotificationsConfig.default({}),
     metrics: MetricsConfig.default(MetricsConfig.parse({})),
+    worker: WorkerConfig.default(WorkerConfig.parse({})),
+    /** Named fleets: `pgrunbook fleet backup ID` and their schedules. */
+    fleets: z.record(Id, FleetConfig).default({}),
   })
   .strict()
   .superRefine((config, ctx) => {
@@ -592,6 +673,12 @@ export const Config = z
       }
       if (cluster.repository && !config.repositories[cluster.repository]) {
         ctx.addIssue({ code: 'custom', path: ['clusters', id, 'repository'], message: `unknown repository "${cluster.repository}"; known: ${repositoryIds.join(', ')}` });
+      }
+    }
+    for (const [id, fleet] of Object.entries(config.fleets)) {
+      // A selector that matches nothing is a typo, not an empty fleet.
+      if (selectDatabases(config, fleet.select).length === 0) {
+        ctx.addIssue({ code: 'custom', path: ['fleets', id, 'select'], message: `matches no configured database; databases: ${Object.keys(config.databases).join(', ') || '(none)'}` });
       }
     }
   });
@@ -622,4 +709,36 @@ export function chooseClusterId(config: Config, given: string | undefined): stri
   }
   if (ids.length === 1) return ids[0]!;
   throw new Error(ids.length === 0 ? 'no clusters are configured\nHINT: add a clusters: section naming the database whose server archives WAL (README, "Point-in-time recovery")' : `several clusters are configured (${ids.join(', ')})\nHINT: name one with --cluster`);
+}
+
+/** The task queue a database's runbooks run on: its site's, or the control queue. */
+export function taskQueueOf(config: Pick<Config, 'temporal' | 'databases'>, databaseId: string): string {
+  return config.databases[databaseId]?.taskQueue ?? config.temporal.taskQueue;
+}
+
+/**
+ * The task queue of a runbook about `subject`: a database's site, or for a cluster (base backups,
+ * point-in-time recovery) its database's site.
+ */
+export function runbookTaskQueue(config: Pick<Config, 'temporal' | 'databases' | 'clusters'>, subject: string): string {
+  const cluster = config.databases[subject] ? undefined : config.clusters[subject];
+  return taskQueueOf(config, cluster ? cluster.database : subject);
+}
+
+/** Every task queue the config names: the control queue and the databases' sites. */
+export function configuredTaskQueues(config: Pick<Config, 'temporal' | 'databases'>): string[] {
+  return [...new Set([config.temporal.taskQueue, ...Object.values(config.databases).flatMap((db) => (db.taskQueue ? [db.taskQueue] : []))])];
+}
+
+/** Database ids (sorted) a fleet selector picks: any glob matches the id, and every label matches. */
+export function selectDatabases(config: Pick<Config, 'databases'>, select: FleetSelector): string[] {
+  const globs = select.databases?.map(globPattern);
+  return Object.entries(config.databases)
+    .filter(([id, db]) => (!globs || globs.some((glob) => glob.test(id))) && Object.entries(select.labels ?? {}).every(([key, value]) => db.labels[key] === value))
+    .map(([id]) => id)
+    .sort();
+}
+
+function globPattern(glob: string): RegExp {
+  return new RegExp(`^${glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`);
 }

@@ -71,6 +71,23 @@ export function resolveConnection(databaseId: string, db: ConnectionFields, env:
   return params;
 }
 
+/**
+ * host:port of a database's server, to tell which databases share one (a fleet dumps each
+ * server's roles and tablespaces once). Needs no secrets: a ${VAR} that is not set here (another
+ * site's password) stays as written, and only the host and port are read.
+ */
+export function serverAddress(db: ConnectionFields, env: NodeJS.ProcessEnv = process.env): string {
+  if (!db.url) return `${db.host ?? 'localhost'}:${db.port ?? 5432}`;
+  const text = db.url.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g, (_, name: string, fallback: string | undefined) => env[name] || fallback || name);
+  try {
+    const url = new URL(text);
+    return `${url.searchParams.get('host') ?? (decodeURIComponent(url.hostname) || 'localhost')}:${url.port || 5432}`;
+  } catch {
+    // Never the text itself: it may hold a substituted password.
+    return 'unparsable-url';
+  }
+}
+
 /** libpq environment for pg_dump, pg_restore and psql: the password travels here, never in argv. */
 export function libpqEnv(params: ConnectionParams, database = params.database): Record<string, string> {
   const env: Record<string, string> = {

@@ -1,10 +1,11 @@
 import { createHash } from 'node:crypto';
 import { ScheduleNotFoundError, type Client, type ScheduleDescription, type ScheduleOptions, type ScheduleUpdateOptions } from '@temporalio/client';
-import type { Config, ScheduleConfig } from '../config/schema.js';
+import { configuredTaskQueues, runbookTaskQueue, selectDatabases, type Config, type ScheduleConfig } from '../config/schema.js';
 import { UsageError } from '../client/output.js';
 import type { BackupInput } from '../workflows/backup-input.js';
 import type { BasebackupInput } from '../workflows/basebackup-input.js';
 import type { DrillInput } from '../workflows/drill-input.js';
+import type { FleetInput } from '../workflows/fleet-input.js';
 import type { PruneInput } from '../workflows/prune-input.js';
 import { DATABASE_ATTRIBUTE, LABEL_ATTRIBUTE, OPERATION_ATTRIBUTE } from '../workflows/search-attributes.js';
 import { describeSpec, overlapPolicy, scheduleSpec } from './spec.js';
@@ -13,22 +14,23 @@ import { describeSpec, overlapPolicy, scheduleSpec } from './spec.js';
 // created, updated and deleted by id; only schedules carrying pgrunbook's memo are ever updated
 // or deleted, and running it twice changes nothing.
 
-export type ScheduleKind = 'backup' | 'drill' | 'prune' | 'basebackup';
+export type ScheduleKind = 'backup' | 'drill' | 'prune' | 'basebackup' | 'fleet';
 /** The kinds every database has; `basebackup` belongs to a cluster (clusters.<id>.schedules.basebackup). */
 export const SCHEDULE_KINDS: readonly DatabaseScheduleKind[] = ['backup', 'drill', 'prune'];
-export type DatabaseScheduleKind = Exclude<ScheduleKind, 'basebackup'>;
+export type DatabaseScheduleKind = Exclude<ScheduleKind, 'basebackup' | 'fleet'>;
 
-/** Schedule ids: pgrunbook-<kind>-<database>, and pgrunbook-basebackup-<cluster>. */
+/** Schedule ids: pgrunbook-<kind>-<database>, pgrunbook-basebackup-<cluster> and pgrunbook-fleet-<fleet>. */
 export const scheduleIdOf = (kind: ScheduleKind, database: string): string => `pgrunbook-${kind}-${database}`;
 
 /** Where the config sets a schedule: databases.<id>.schedules.<kind>, or clusters.<id>.schedules.basebackup. */
-export const scheduleField = (kind: ScheduleKind, id: string): string => (kind === 'basebackup' ? `clusters.${id}.schedules.basebackup` : `databases.${id}.schedules.${kind}`);
+export const scheduleField = (kind: ScheduleKind, id: string): string =>
+  kind === 'basebackup' ? `clusters.${id}.schedules.basebackup` : kind === 'fleet' ? `fleets.${id}.schedule` : `databases.${id}.schedules.${kind}`;
 
 /** Key of the schedule memo that marks a schedule as pgrunbook's. Set at creation; an update cannot change a schedule's memo. */
 export const OWNER_MEMO_KEY = 'pgrunbook';
 export interface OwnerMemo {
   managedBy: 'pgrunbook schedules apply';
-  /** The database, or the cluster of a basebackup schedule. */
+  /** The database, the cluster of a basebackup schedule, or the fleet of a fleet schedule. */
   database: string;
   kind: ScheduleKind;
 }
@@ -49,6 +51,8 @@ export interface DesiredSchedule {
   database: string;
   kind: ScheduleKind;
   enabled: boolean;
+  /** Why a disabled schedule is, when not its own `enabled: false`. */
+  disabledBecause?: string;
   /** The spec in words. */
   spec?: string;
   options?: ScheduleOptions;
@@ -72,10 +76,12 @@ const WORKFLOW: Record<ScheduleKind, { type: string; idBase: (database: string) 
   drill: { type: 'runRestoreDrill', idBase: (database) => `drill-${database}` },
   prune: { type: 'pruneBackups', idBase: (database) => `prune-${database}` },
   basebackup: { type: 'basebackupCluster', idBase: (cluster) => `basebackup-${cluster}` },
+  fleet: { type: 'backupFleet', idBase: (fleet) => `backup-fleet-${fleet}` },
 };
 
 /** The workflow input a schedule of `kind` starts with. */
-function scheduledInput(kind: ScheduleKind, database: string): BackupInput | DrillInput | PruneInput | BasebackupInput {
+function scheduledInput(kind: ScheduleKind, database: string): BackupInput | DrillInput | PruneInput | BasebackupInput | FleetInput {
+  if (kind === 'fleet') return { fleet: database, requestedBy: 'schedule' } satisfies FleetInput;
   if (kind === 'basebackup') return { cluster: database, requestedBy: 'schedule' } satisfies BasebackupInput;
   if (kind === 'backup') return { database, label: 'scheduled' } satisfies BackupInput;
   if (kind === 'drill') return { database, requestedBy: 'schedule' } satisfies DrillInput;
@@ -89,10 +95,20 @@ function scheduledInput(kind: ScheduleKind, database: string): BackupInput | Dri
  */
 export function desiredSchedules(config: Config): DesiredSchedule[] {
   const desired: DesiredSchedule[] = [];
+  // A database in a scheduled fleet is backed up by the fleet's schedule, not one of its own.
+  const inScheduledFleet = new Map<string, string>();
+  for (const [fleet, spec] of Object.entries(config.fleets)) {
+    if (spec.schedule?.enabled) for (const database of selectDatabases(config, spec.select)) if (!inScheduledFleet.has(database)) inScheduledFleet.set(database, fleet);
+  }
   for (const [database, db] of Object.entries(config.databases)) {
     for (const kind of SCHEDULE_KINDS) {
       const schedule = db.schedules[kind];
       const scheduleId = scheduleIdOf(kind, database);
+      const fleet = kind === 'backup' ? inScheduledFleet.get(database) : undefined;
+      if (fleet) {
+        desired.push({ scheduleId, database, kind, enabled: false, disabledBecause: `backed up by fleet "${fleet}"'s schedule (fleets.${fleet}.schedule)` });
+        continue;
+      }
       if (!schedule.enabled || (kind === 'prune' && !db.retention)) {
         desired.push({ scheduleId, database, kind, enabled: false });
         continue;
@@ -105,6 +121,11 @@ export function desiredSchedules(config: Config): DesiredSchedule[] {
     const scheduleId = scheduleIdOf('basebackup', cluster);
     desired.push(schedule.enabled ? { scheduleId, database: cluster, kind: 'basebackup', enabled: true, ...scheduleOptions(config, cluster, 'basebackup', schedule) } : { scheduleId, database: cluster, kind: 'basebackup', enabled: false });
   }
+  for (const [fleet, spec] of Object.entries(config.fleets)) {
+    const scheduleId = scheduleIdOf('fleet', fleet);
+    if (!spec.schedule) desired.push({ scheduleId, database: fleet, kind: 'fleet', enabled: false, disabledBecause: `fleet "${fleet}" has no schedule (on demand only)` });
+    else desired.push(spec.schedule.enabled ? { scheduleId, database: fleet, kind: 'fleet', enabled: true, ...scheduleOptions(config, fleet, 'fleet', spec.schedule) } : { scheduleId, database: fleet, kind: 'fleet', enabled: false });
+  }
   return desired;
 }
 
@@ -115,11 +136,12 @@ function scheduleOptions(config: Config, database: string, kind: ScheduleKind, s
     type: 'startWorkflow' as const,
     workflowType: WORKFLOW[kind].type,
     workflowId: WORKFLOW[kind].idBase(database),
-    taskQueue: config.temporal.taskQueue,
+    // Fleets on the control queue; everything else on its database's site.
+    taskQueue: kind === 'fleet' ? config.temporal.taskQueue : runbookTaskQueue(config, database),
     args: [scheduledInput(kind, database)],
     typedSearchAttributes: [
       { key: DATABASE_ATTRIBUTE, value: database },
-      { key: OPERATION_ATTRIBUTE, value: kind },
+      { key: OPERATION_ATTRIBUTE, value: kind === 'fleet' ? 'fleet-backup' : kind },
       ...(kind === 'backup' ? [{ key: LABEL_ATTRIBUTE, value: 'scheduled' }] : []),
     ],
   };
@@ -190,7 +212,7 @@ export async function planSchedules(client: Client, config: Config): Promise<Pla
       return;
     }
     if (!d.enabled) {
-      const why = d.kind === 'prune' && !config.databases[d.database]?.retention ? `no retention configured (databases.${d.database}.retention)` : `disabled in the config (${scheduleField(d.kind, d.database)}.enabled: false)`;
+      const why = d.disabledBecause ?? (d.kind === 'prune' && !config.databases[d.database]?.retention ? `no retention configured (databases.${d.database}.retention)` : `disabled in the config (${scheduleField(d.kind, d.database)}.enabled: false)`);
       if (current) plan.push({ ...base, action: 'deleted', reason: why });
       return;
     }
@@ -200,7 +222,8 @@ export async function planSchedules(client: Client, config: Config): Promise<Pla
     }
     const changed = differences(d.applied!, appliedOf(current));
     // Ids are namespace-wide: a config on another task queue takes its database's schedules over.
-    const moved = current.action.taskQueue !== config.temporal.taskQueue ? ` (task queue ${current.action.taskQueue} → ${config.temporal.taskQueue})` : '';
+    const wanted = d.options!.action.taskQueue;
+    const moved = current.action.taskQueue !== wanted ? ` (task queue ${current.action.taskQueue} → ${wanted})` : '';
     plan.push(changed.length ? { ...base, action: 'updated', reason: `${changed.join(', ')} changed${moved}` } : { ...base, action: 'unchanged', reason: 'matches the config' });
   });
   if (conflicts.length) {
@@ -209,15 +232,17 @@ export async function planSchedules(client: Client, config: Config): Promise<Pla
       `pgrunbook leaves other schedules alone: delete ${conflicts.length > 1 ? 'them' : 'it'} (temporal schedule delete --schedule-id ${conflicts[0]}), or set schedules.<kind>.enabled: false for that database`,
     );
   }
-  // Schedules pgrunbook created for databases no longer in the config, on this config's task queue
-  // (another site's config on another task queue owns its own).
+  // Schedules pgrunbook created for databases no longer in the config, on one of this config's
+  // task queues (another deployment's config on other task queues owns its own).
+  const ours = configuredTaskQueues(config);
   const known = new Set(desired.map((d) => d.scheduleId));
   for await (const summary of client.schedule.list()) {
     const owner = ownerOf(summary.memo);
     if (!owner || known.has(summary.scheduleId)) continue;
     const current = await describeIfExists(client, summary.scheduleId);
-    if (!current || current.action.taskQueue !== config.temporal.taskQueue) continue;
-    plan.push({ scheduleId: summary.scheduleId, database: owner.database, kind: owner.kind, action: 'deleted', reason: `${owner.kind === 'basebackup' ? 'cluster' : 'database'} "${owner.database}" is no longer in the config`, spec: describeSpec(current.spec) });
+    if (!current || !ours.includes(current.action.taskQueue)) continue;
+    const what = owner.kind === 'basebackup' ? 'cluster' : owner.kind === 'fleet' ? 'fleet' : 'database';
+    plan.push({ scheduleId: summary.scheduleId, database: owner.database, kind: owner.kind, action: 'deleted', reason: `${what} "${owner.database}" is no longer in the config`, spec: describeSpec(current.spec) });
   }
   return plan;
 }

@@ -6,9 +6,12 @@ import { createBasebackupActivities } from '../activities/basebackup.js';
 import { createDrillActivities } from '../activities/drill.js';
 import { createNotifyActivities } from '../activities/notify.js';
 import { createPitrActivities } from '../activities/pitr.js';
+import { createFleetActivities } from '../activities/fleet.js';
+import { createGlobalsActivities } from '../activities/globals.js';
 import { createPruneActivities } from '../activities/prune.js';
 import { createRestoreActivities } from '../activities/restore.js';
 import type { RunbookMetrics } from '../activities/runbook-metrics.js';
+import type { DumpSlots } from '../activities/dump-slots.js';
 import type { Config } from '../config/schema.js';
 import { RepositoryRegistry } from '../repository/registry.js';
 import { SEARCH_ATTRIBUTES } from '../workflows/search-attributes.js';
@@ -18,10 +21,10 @@ import { loadWorkflowBundle } from './workflow-bundle.js';
 
 export { bundleWorkflows, workflowsPath } from './workflow-bundle.js';
 
-export function createActivities(config: Config, env: NodeJS.ProcessEnv = process.env, metrics?: RunbookMetrics, configPath?: string) {
+export function createActivities(config: Config, env: NodeJS.ProcessEnv = process.env, metrics?: RunbookMetrics, configPath?: string, dumpSlots?: DumpSlots) {
   const repositories = new RepositoryRegistry(config, env);
-  const deps = { config, repositories, env, metrics, configPath };
-  return { ...createBackupActivities(deps), ...createRestoreActivities(deps), ...createDrillActivities(deps), ...createNotifyActivities(deps), ...createPruneActivities(deps), ...createBasebackupActivities(deps), ...createPitrActivities(deps) };
+  const deps = { config, repositories, env, metrics, configPath, dumpSlots };
+  return { ...createBackupActivities(deps), ...createRestoreActivities(deps), ...createDrillActivities(deps), ...createNotifyActivities(deps), ...createPruneActivities(deps), ...createBasebackupActivities(deps), ...createPitrActivities(deps), ...createFleetActivities(deps), ...createGlobalsActivities(deps) };
 }
 
 export interface WorkerSetup {
@@ -40,6 +43,10 @@ export interface WorkerSetup {
   metrics?: RunbookMetrics;
   /** The config file's path, for recovered servers' restore_command (point-in-time recovery). */
   configPath?: string;
+  /** The task queue this worker polls; default temporal.taskQueue. */
+  taskQueue?: string;
+  /** Activities shared by the workers of one process (one set of dump slots); default: created here. */
+  activities?: ReturnType<typeof createActivities>;
 }
 
 export async function createWorker(setup: WorkerSetup): Promise<Worker> {
@@ -49,14 +56,20 @@ export async function createWorker(setup: WorkerSetup): Promise<Worker> {
   return Worker.create({
     connection: setup.connection,
     namespace: config.temporal.namespace,
-    taskQueue: config.temporal.taskQueue,
+    taskQueue: setup.taskQueue ?? config.temporal.taskQueue,
     dataConverter,
     workflowBundle: setup.workflowBundle ?? (await loadWorkflowBundle({ encodeFailureAttributes })),
-    activities: (setup.wrapActivities ?? ((a) => a))(createActivities(config, setup.env, setup.metrics, setup.configPath)),
+    activities: (setup.wrapActivities ?? ((a) => a))(setup.activities ?? createActivities(config, setup.env, setup.metrics, setup.configPath)),
     ...(setup.identity ? { identity: setup.identity } : {}),
-    // A 2-core host: a few dumps at once at most; each pg_dump is a process of its own.
-    maxConcurrentActivityTaskExecutions: 4,
-    shutdownGraceTime: '30 seconds',
+    // worker: in the config. Dumps are bounded per process by the activities' dump slots.
+    maxConcurrentActivityTaskExecutions: config.worker.maxConcurrentActivities,
+    maxConcurrentWorkflowTaskExecutions: config.worker.maxConcurrentWorkflowTasks,
+    // On shutdown, steps still running after the grace time are cancelled; the worker reports them
+    // failed and Temporal retries them on another worker.
+    shutdownGraceTime: config.worker.shutdownGraceSeconds * 1000,
+    // A step that ignores its cancellation must not keep the process alive forever: 15 s after the
+    // grace time the worker gives up (Temporal retries the step after its heartbeat timeout).
+    shutdownForceTime: (config.worker.shutdownGraceSeconds + 15) * 1000,
     // Heartbeats carry progress (bytes, rate) that `pgrunbook backup --wait` shows; by default
     // they reach the server only every 0.8 x heartbeatTimeout (24 s at 30 s), too slow to watch.
     maxHeartbeatThrottleInterval: '2 seconds',

@@ -9,7 +9,8 @@ export interface StepSettings {
   retry: { maximumAttempts: number; initialIntervalSeconds: number; maximumIntervalSeconds: number };
 }
 
-export function activityProfiles<A extends object>(settings: StepSettings): { short: ActivityInterfaceFor<A>; long: ActivityInterfaceFor<A> } {
+/** `where.taskQueue`: the steps run on that task queue (a fleet's globals, on the server's site); default: the workflow's. */
+export function activityProfiles<A extends object>(settings: StepSettings, where: { taskQueue?: string } = {}): { short: ActivityInterfaceFor<A>; long: ActivityInterfaceFor<A> } {
   const retry: ActivityOptions['retry'] = {
     maximumAttempts: settings.retry.maximumAttempts,
     initialInterval: settings.retry.initialIntervalSeconds * 1000,
@@ -18,7 +19,7 @@ export function activityProfiles<A extends object>(settings: StepSettings): { sh
   };
   return {
     // Quick steps: SQL statements, API calls, small files.
-    short: proxyActivities<A>({ startToCloseTimeout: '5 minutes', retry }),
+    short: proxyActivities<A>({ startToCloseTimeout: '5 minutes', retry, ...where }),
     // Long steps heartbeat: a worker that dies is noticed after heartbeatSeconds and the step runs
     // again elsewhere, converging. Cancellation waits for the activity to clean up (partial
     // uploads, killed tools).
@@ -27,6 +28,7 @@ export function activityProfiles<A extends object>(settings: StepSettings): { sh
       heartbeatTimeout: settings.heartbeatSeconds * 1000,
       cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
       retry,
+      ...where,
     }),
   };
 }

@@ -5,3 +5,4 @@ export { runRestoreDrill } from './restore-drill.js';
 export { basebackupCluster } from './basebackup-cluster.js';
 export { pruneBaseBackups } from './prune-base-backups.js';
 export { pointInTimeRestore } from './point-in-time-restore.js';
+export { backupFleet } from './backup-fleet.js';

@@ -105,8 +105,9 @@ export async function devCommand(out: Output, flags: { demo?: boolean }): Promis
       out.info(`  temporal workflow start --address 127.0.0.1:${port} --type backupDatabase --task-queue pgrunbook --input '{"database":"${databaseId}"}'`);
       out.info('Ctrl-C stops everything.');
       await new Promise<void>((done) => {
-        process.once('SIGINT', done);
-        process.once('SIGTERM', done);
+        // on, not once: a running tool's signal-exit handler re-raises the signal when it is the last listener.
+        process.on('SIGINT', () => done());
+        process.on('SIGTERM', () => done());
       });
       return EXIT.ok;
     }
