@@ -597,6 +597,13 @@ export const WorkerConfig = z
   .strict();
 export type WorkerConfig = z.infer<typeof WorkerConfig>;
 
+/**
+ * Seconds after worker.shutdownGraceSeconds at which a draining worker stops waiting for steps
+ * that ignore their cancellation. A supervisor's kill timeout (docker's stop_grace_period,
+ * Kubernetes' terminationGracePeriodSeconds) should be longer than both together.
+ */
+export const SHUTDOWN_FORCE_MARGIN_SECONDS = 15;
+
 /** Which databases a fleet backs up: ids matching any glob (`*`, `?`) AND every label. Absent: all. */
 export const FleetSelector = z
   .object({

@@ -5,10 +5,10 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError } from '../config/errors.js';
 import { loadConfig, parseConfig } from '../config/load.js';
-import { Config, DatabaseConfig, defaultRepositoryId } from '../config/schema.js';
-import { libpqEnv, resolveConnection, substituteEnv } from '../postgres/connection.js';
+import { Config, configuredTaskQueues, DatabaseConfig, defaultRepositoryId, selectDatabases, taskQueueOf } from '../config/schema.js';
+import { libpqEnv, resolveConnection, serverAddress, substituteEnv } from '../postgres/connection.js';
 import { scrubSecrets } from '../process/secrets.js';
-import { checkWorkerEnvironment } from '../worker/run.js';
+import { checkWorkerEnvironment, servedRepositories, workerTaskQueues } from '../worker/run.js';
 
 const CONFIG_PATH = '/etc/pgrunbook/pgrunbook.yaml';
 
@@ -306,6 +306,93 @@ databases:
 
   it('passes when everything resolves', () => {
     expect(() => checkWorkerEnvironment(config, { APP_DB_PASSWORD: freshSecret('ok'), OFFSITE_KEY_ID: 'id', OFFSITE_SECRET: freshSecret('s3') })).not.toThrow();
+  });
+});
+
+describe('sites, workers and fleets', () => {
+  const SITES = `
+temporal: { taskQueue: control }
+repositories:
+  eu-bucket: { type: s3, bucket: eu-backups, accessKeyIdEnv: EU_KEY_ID, secretAccessKeyEnv: EU_SECRET }
+  us-disk: { type: local, path: /var/backups }
+databases:
+  orders-eu:
+    url: postgres://backup:\${EU_DB_PASSWORD}@eu-db:5432/orders
+    repository: eu-bucket
+    taskQueue: site-eu
+    labels: { tier: prod, region: eu }
+  orders-us:
+    host: us-db
+    dbname: orders
+    passwordEnv: US_DB_PASSWORD
+    repository: us-disk
+    taskQueue: site-us
+    labels: { tier: prod, region: us }
+  scratch-us:
+    host: us-db
+    dbname: scratch
+    passwordEnv: US_DB_PASSWORD
+    repository: us-disk
+    taskQueue: site-us
+fleets:
+  prod: { select: { labels: { tier: prod } }, concurrency: 2 }
+  orders: { select: { databases: ['orders-*'] } }
+`;
+  const config = parseConfig(SITES, CONFIG_PATH);
+
+  it('fills in worker defaults for a 2-core host and empty labels', () => {
+    const minimal = parseConfig(MINIMAL, CONFIG_PATH);
+    expect(minimal.worker).toEqual({ maxConcurrentActivities: 8, maxConcurrentWorkflowTasks: 10, maxConcurrentDumps: 2, shutdownGraceSeconds: 30 });
+    expect(minimal.databases.app?.labels).toEqual({});
+    expect(minimal.fleets).toEqual({});
+    expect(workerTaskQueues(minimal)).toEqual(['pgrunbook']);
+  });
+
+  it('maps each database to its site task queue, and selects fleets by label and by id glob', () => {
+    expect(configuredTaskQueues(config)).toEqual(['control', 'site-eu', 'site-us']);
+    expect(taskQueueOf(config, 'orders-eu')).toBe('site-eu');
+    expect(selectDatabases(config, config.fleets.prod!.select)).toEqual(['orders-eu', 'orders-us']);
+    expect(selectDatabases(config, config.fleets.orders!.select)).toEqual(['orders-eu', 'orders-us']);
+    expect(selectDatabases(config, { databases: ['*-us'], labels: { tier: 'prod' } })).toEqual(['orders-us']);
+    expect(selectDatabases(config, {})).toEqual(['orders-eu', 'orders-us', 'scratch-us']);
+  });
+
+  it("checks only the worker's own site: its databases' credentials and repositories", () => {
+    const usOnly = { US_DB_PASSWORD: freshSecret('us') };
+    expect(() => checkWorkerEnvironment(config, usOnly, ['site-us'])).not.toThrow();
+    expect(servedRepositories(config, ['site-us'])).toEqual(['us-disk']);
+    const error = configErrorOf(() => checkWorkerEnvironment(config, usOnly, ['site-eu']));
+    expect(error.problems.map((p) => p.path)).toEqual(['databases.orders-eu.url', 'repositories.eu-bucket']);
+    // The control queue alone serves no database here: nothing to resolve.
+    expect(() => checkWorkerEnvironment(config, {}, ['control'])).not.toThrow();
+  });
+
+  it('refuses a worker task queue that nothing is started on, listing the ones that are', () => {
+    const error = configErrorOf(() => workerTaskQueues(config, ['site-asia']));
+    expect(error.problems).toEqual([{ path: '--task-queue', message: 'task queue "site-asia" is neither temporal.taskQueue nor any database\'s taskQueue', hint: 'task queues in this config: control, site-eu, site-us' }]);
+    expect(configErrorOf(() => workerTaskQueues(parseConfig(`${SITES}\nworker: { taskQueues: [control, site-eu, typo] }\n`, CONFIG_PATH))).problems[0]?.path).toBe('worker.taskQueues');
+    expect(workerTaskQueues(config, ['site-us', 'site-us'])).toEqual(['site-us']);
+  });
+
+  it('refuses bad task queue names, labels, worker limits and a fleet that selects nothing, naming each field', () => {
+    const error = parseError(`${MINIMAL}    taskQueue: "eu site"
+    labels: { "tier!": prod }
+worker: { maxConcurrentDumps: 0 }
+fleets:
+  ghosts: { select: { databases: ['ghost-*'] } }
+`);
+    const paths = error.problems.map((p) => p.path);
+    expect(paths).toEqual(expect.arrayContaining(['databases.app.taskQueue', 'databases.app.labels.tier!', 'worker.maxConcurrentDumps']));
+    const fleetError = parseError(`${MINIMAL}fleets:\n  ghosts: { select: { databases: ['ghost-*'] } }\n`);
+    expect(fleetError.problems).toEqual([expect.objectContaining({ path: 'fleets.ghosts.select', message: 'matches no configured database; databases: app' })]);
+  });
+
+  it("finds a database's server without its secrets", () => {
+    const env = { EU_DB_PASSWORD: freshSecret('eu') };
+    expect(serverAddress(config.databases['orders-eu']!, env)).toBe('eu-db:5432');
+    expect(serverAddress(config.databases['orders-eu']!, {})).toBe('eu-db:5432');
+    expect(serverAddress(config.databases['orders-us']!, {})).toBe('us-db:5432');
+    expect(serverAddress({ url: 'postgres://u:${P}@[broken' }, { P: 'hunter2' })).toBe('unparsable-url');
   });
 });
 

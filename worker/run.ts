@@ -156,12 +156,17 @@ export function servedDatabases(config: Config, taskQueues: string[]): string[] 
   return Object.keys(config.databases).filter((id) => taskQueues.includes(taskQueueOf(config, id)));
 }
 
-/** The repositories those databases and their clusters use (not another site's buckets). */
+/**
+ * The repositories this worker may be asked to use: all but those that only other sites'
+ * databases (and their clusters) use, such as another site's bucket.
+ */
 export function servedRepositories(config: Config, taskQueues: string[]): string[] {
-  const databases = servedDatabases(config, taskQueues);
-  const ids = databases.map((id) => defaultRepositoryId(config, id));
-  for (const clusterId of Object.keys(config.clusters)) if (databases.includes(config.clusters[clusterId]!.database)) ids.push(clusterRepositoryId(config, clusterId));
-  return [...new Set(ids)];
+  const served = new Set(servedDatabases(config, taskQueues));
+  const users = new Map<string, string[]>();
+  const use = (repository: string, database: string): void => void users.set(repository, [...(users.get(repository) ?? []), database]);
+  for (const id of Object.keys(config.databases)) use(defaultRepositoryId(config, id), id);
+  for (const clusterId of Object.keys(config.clusters)) use(clusterRepositoryId(config, clusterId), config.clusters[clusterId]!.database);
+  return Object.keys(config.repositories).filter((id) => !users.has(id) || users.get(id)!.some((database) => served.has(database)));
 }
 
 /** /healthz's worker state for a process with several workers: the least healthy one's. */

@@ -12,7 +12,7 @@ import { createPruneActivities } from '../activities/prune.js';
 import { createRestoreActivities } from '../activities/restore.js';
 import type { RunbookMetrics } from '../activities/runbook-metrics.js';
 import type { DumpSlots } from '../activities/dump-slots.js';
-import type { Config } from '../config/schema.js';
+import { SHUTDOWN_FORCE_MARGIN_SECONDS, type Config } from '../config/schema.js';
 import { RepositoryRegistry } from '../repository/registry.js';
 import { SEARCH_ATTRIBUTES } from '../workflows/search-attributes.js';
 import { temporalConnectionOptions } from '../client/temporal-connection.js';
@@ -67,9 +67,9 @@ export async function createWorker(setup: WorkerSetup): Promise<Worker> {
     // On shutdown, steps still running after the grace time are cancelled; the worker reports them
     // failed and Temporal retries them on another worker.
     shutdownGraceTime: config.worker.shutdownGraceSeconds * 1000,
-    // A step that ignores its cancellation must not keep the process alive forever: 15 s after the
-    // grace time the worker gives up (Temporal retries the step after its heartbeat timeout).
-    shutdownForceTime: (config.worker.shutdownGraceSeconds + 15) * 1000,
+    // A step that ignores its cancellation must not keep the process alive forever: some seconds
+    // after the grace time the worker gives up (Temporal retries the step after its heartbeat timeout).
+    shutdownForceTime: (config.worker.shutdownGraceSeconds + SHUTDOWN_FORCE_MARGIN_SECONDS) * 1000,
     // Heartbeats carry progress (bytes, rate) that `pgrunbook backup --wait` shows; by default
     // they reach the server only every 0.8 x heartbeatTimeout (24 s at 30 s), too slow to watch.
     maxHeartbeatThrottleInterval: '2 seconds',

@@ -8,6 +8,8 @@ import { applySchedules, describeIfExists } from '../../schedules/apply.js';
 import { findSchedule, listSchedules, triggerSchedule } from '../../schedules/operate.js';
 import { describeSpec, scheduleSpec } from '../../schedules/spec.js';
 import type { BackupResult } from '../../workflows/backup-database.js';
+import type { FleetResult } from '../../workflows/fleet-input.js';
+import { createWorker } from '../../worker/worker.js';
 import { LABEL_ATTRIBUTE, OPERATION_ATTRIBUTE } from '../../workflows/search-attributes.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 
@@ -41,6 +43,18 @@ async function matchingTimes(scheduleId: string, start: Date, end: Date): Promis
     endTime: msNumberToTs(end.getTime()),
   });
   return (response.startTime ?? []).map(tsToDate);
+}
+
+/** An in-process worker on another task queue of the same config (a site's). */
+async function startSiteWorker(config: Config, taskQueue: string): Promise<{ stop: () => Promise<void> }> {
+  const worker = await createWorker({ config, connection: stack.temporal.nativeConnection, workflowBundle: stack.bundle, env: stack.workerEnv, taskQueue });
+  const running = worker.run();
+  return {
+    stop: async () => {
+      if (worker.getState() === 'RUNNING') worker.shutdown();
+      await running;
+    },
+  };
 }
 
 const byId = (changes: { scheduleId: string; action: string }[]): Record<string, string> => Object.fromEntries(changes.map((c) => [c.scheduleId, c.action]));
@@ -215,6 +229,58 @@ describe('schedules trigger', () => {
     } finally {
       await stop();
     }
+  });
+});
+
+describe('fleet and site schedules', () => {
+  it('a scheduled fleet replaces its databases\' own backup schedules, runs backupFleet on the control queue, and each database on its site', async () => {
+    const temporal = { ...(stack.configObject({}).temporal as { taskQueue: string }), taskQueue: `schedules-${process.pid}-${++queues}` };
+    const site = `${temporal.taskQueue}-site`;
+    const databases = {
+      'night-a': { url: stack.databaseUrl('app'), labels: { nightly: 'yes' } },
+      'night-b': { url: stack.databaseUrl('app'), labels: { nightly: 'yes' }, taskQueue: site },
+      'day-c': { url: stack.databaseUrl('app') },
+    };
+    const fleets = { nightly: { select: { labels: { nightly: 'yes' } }, schedule: { calendar: { hour: 1, minute: 30 } }, globals: { enabled: false } } };
+    const config = stack.config(databases, { temporal, fleets, worker: { taskQueues: [temporal.taskQueue, site] } });
+    const applied = await applySchedules(stack.client, config);
+    expect(byId(applied)).toEqual({
+      'pgrunbook-fleet-nightly': 'created',
+      'pgrunbook-drill-night-a': 'created',
+      'pgrunbook-drill-night-b': 'created',
+      'pgrunbook-backup-day-c': 'created',
+      'pgrunbook-drill-day-c': 'created',
+    });
+    const fleetSchedule = await describeIfExists(stack.client, 'pgrunbook-fleet-nightly');
+    expect(fleetSchedule?.action).toMatchObject({ workflowType: 'backupFleet', taskQueue: temporal.taskQueue, args: [{ fleet: 'nightly', requestedBy: 'schedule' }] });
+    expect(describeSpec(fleetSchedule!.spec)).toMatch(/01:30/);
+    // A database's own schedules start on its site's task queue.
+    expect((await describeIfExists(stack.client, 'pgrunbook-drill-night-b'))?.action.taskQueue).toBe(site);
+    expect((await describeIfExists(stack.client, 'pgrunbook-drill-night-a'))?.action.taskQueue).toBe(temporal.taskQueue);
+
+    // Both task queues served by one worker process, as `pgrunbook worker` does with worker.taskQueues.
+    const [control, siteWorker] = await Promise.all([stack.startWorker(config), startSiteWorker(config, site)]);
+    try {
+      const { handle, description } = await findSchedule(stack.client, config, 'pgrunbook-fleet-nightly', { mutating: true, usage: '' });
+      const triggered = await triggerSchedule(handle, description);
+      expect(triggered.workflowId).toMatch(/^backup-fleet-nightly-\d{4}-\d{2}-\d{2}T/);
+      const result = (await stack.client.workflow.getHandle(triggered.workflowId!).result()) as FleetResult;
+      expect(result.databases.map((d) => [d.database, d.taskQueue, d.status])).toEqual([
+        ['night-a', temporal.taskQueue, 'succeeded'],
+        ['night-b', site, 'succeeded'],
+      ]);
+      // A scheduled fleet labels its backups like a database's nightly schedule does, for retention.
+      for (const d of result.databases) expect(d.backupId).toMatch(new RegExp(`^${d.database}/\\d{8}T\\d{6}Z_scheduled$`));
+    } finally {
+      await Promise.all([control.stop(), siteWorker.stop()]);
+    }
+
+    // Without the fleet's schedule, each database gets its nightly backup schedule back.
+    const unscheduled = stack.config(databases, { temporal, fleets: { nightly: { ...fleets.nightly, schedule: undefined } } });
+    const plan = await applySchedules(stack.client, unscheduled);
+    expect(byId(plan)).toMatchObject({ 'pgrunbook-fleet-nightly': 'deleted', 'pgrunbook-backup-night-a': 'created', 'pgrunbook-backup-night-b': 'created' });
+    expect(plan.find((c) => c.scheduleId === 'pgrunbook-fleet-nightly')?.reason).toBe('fleet "nightly" has no schedule (on demand only)');
+    expect((await describeIfExists(stack.client, 'pgrunbook-backup-night-b'))?.action.taskQueue).toBe(site);
   });
 });
 
