@@ -63,7 +63,8 @@ commands:
                                         backups, monthly drills); twice changes nothing
   schedules list|describe ID            pgrunbook's schedules, next run times, recent runs
   schedules pause ID [--reason TEXT]|unpause ID|trigger ID|delete ID
-  config check                          validate the config file and the worker environment
+  config check [--task-queue Q]...      validate the config file and the worker environment (of the
+                                        databases on the worker's task queues)
 
 point-in-time recovery (clusters: in the config; --cluster may be omitted when there is one):
   wal-push %p [--cluster C]             archive_command: compress, checksum, (encrypt), store one
@@ -217,11 +218,14 @@ export async function main(argv: string[]): Promise<number> {
       case 'config': {
         if (sub !== 'check') throw new UsageError(`unknown subcommand "config ${sub ?? ''}"`, 'pgrunbook config check');
         const { config, path } = loadConfig(values.config);
-        const { checkWorkerEnvironment } = await import('../worker/run.js');
-        checkWorkerEnvironment(config);
-        await (await import('../encryption/keys.js')).checkEncryptionKeys(config);
-        out.result({ ok: true, path, databases: Object.keys(config.databases), repositories: Object.keys(config.repositories) }, () =>
-          `${path}: OK (${Object.keys(config.databases).length} databases, ${Object.keys(config.repositories).length} repositories; worker environment complete)`,
+        // What `pgrunbook worker` with the same options would start with: its task queues' databases.
+        const { checkWorkerEnvironment, servedDatabases, servedRepositories, workerTaskQueues } = await import('../worker/run.js');
+        const taskQueues = workerTaskQueues(config, values['task-queue'] ?? []);
+        checkWorkerEnvironment(config, process.env, taskQueues);
+        await (await import('../encryption/keys.js')).checkEncryptionKeys(config, process.env, servedRepositories(config, taskQueues));
+        const served = servedDatabases(config, taskQueues);
+        out.result({ ok: true, path, taskQueues, databases: served, repositories: Object.keys(config.repositories) }, () =>
+          `${path}: OK (${Object.keys(config.databases).length} databases, ${Object.keys(config.repositories).length} repositories; worker environment complete for task queue${taskQueues.length > 1 ? 's' : ''} ${taskQueues.join(', ')}: ${served.length} database(s))`,
         );
         return EXIT.ok;
       }

@@ -81,10 +81,12 @@ export async function resolveRepositoryKeys(id: string, spec: RepositoryConfig, 
 /**
  * At worker start and in `config check`: every repository's recipients and identities can be
  * read and parsed here, so a missing key file fails the deployment, not the next backup.
+ * `repositoryIds`: only these (a site's worker: its own repositories); default all.
  */
-export async function checkEncryptionKeys(config: Config, env: NodeJS.ProcessEnv = process.env): Promise<void> {
+export async function checkEncryptionKeys(config: Config, env: NodeJS.ProcessEnv = process.env, repositoryIds: string[] = Object.keys(config.repositories)): Promise<void> {
   const problems: ConfigError['problems'] = [];
   for (const [id, spec] of Object.entries(config.repositories)) {
+    if (!repositoryIds.includes(id)) continue;
     try {
       await resolveRepositoryKeys(id, spec, env);
     } catch (error) {

@@ -25,6 +25,8 @@ describe('replaying recorded workflow histories', () => {
       // drill: canary + child backup + every check, no backup to drill, failed checks (notify), cancelled mid-restore,
       // and (patched notify-drill-result) a passed drill told to the webhook.
       'drill-backup-not-found.json', 'drill-canary-passed.json', 'drill-cancelled.json', 'drill-checks-failed.json', 'drill-passed-notified.json',
+      // fleet: child backups on the control queue and a site's, a broken database reported, globals; an unknown fleet.
+      'fleet-partial.json', 'fleet-unknown.json',
       // point-in-time restore (mode new): promoted at a time target, discarded at an LSN target (undo stack), refused at resolve (WAL gap).
       'pitr-discarded.json', 'pitr-promoted.json', 'pitr-unreachable.json',
       // prune (retention): plan, retire, delete, report; a dry run. backup-pruned (patched
@@ -44,8 +46,8 @@ describe('replaying recorded workflow histories', () => {
     // id the restores were recorded with.
     // Drills were recorded under their file's name (the canary drill's child backup id derives from it).
     // Prunes and backup-pruned likewise (its prune child's id derives from it).
-    // Base backups and point-in-time restores likewise (record-pitr.ts).
-    const workflowId = file.startsWith('restore-') ? 'restore-app' : /^(drill-|prune-|backup-pruned|basebackup-|pitr-)/.test(file) ? file.replace(/\.json$/, '') : file;
+    // Base backups and point-in-time restores likewise (record-pitr.ts), and fleets (record-fleet.ts).
+    const workflowId = file.startsWith('restore-') ? 'restore-app' : /^(drill-|prune-|backup-pruned|basebackup-|pitr-|fleet-)/.test(file) ? file.replace(/\.json$/, '') : file;
     await expect(Worker.runReplayHistory({ workflowBundle: bundle }, history, workflowId)).resolves.toBeUndefined();
   });
 

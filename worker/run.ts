@@ -88,7 +88,7 @@ export function workerTaskQueues(config: Config, given: string[] = []): string[]
 export async function startWorker(config: Config, options: { handleSignals?: boolean; configPath?: string; taskQueues?: string[] } = {}): Promise<RunningWorker> {
   const taskQueues = workerTaskQueues(config, options.taskQueues);
   checkWorkerEnvironment(config, process.env, taskQueues);
-  await checkEncryptionKeys(config);
+  await checkEncryptionKeys(config, process.env, servedRepositories(config, taskQueues));
   const client = await Connection.connect(temporalConnectionOptions(config.temporal));
   try {
     await ensureSearchAttributes(client, config.temporal.namespace);
