@@ -1,5 +1,5 @@
 import { stat } from 'node:fs/promises';
-import type { Readable } from 'node:stream';
+import type { Readable, Transform } from 'node:stream';
 import { createGzip } from 'node:zlib';
 import pg from 'pg';
 import { ageEncrypter } from '../encryption/age.js';
@@ -116,7 +116,23 @@ async function dumpIntoStream(request: DumpRequest, args: string[]): Promise<{ s
   const [file, argv] = stdbuf ? [stdbuf, ['-o1M', request.tools.pgDump, ...args]] : [request.tools.pgDump, args];
   const child = spawnTool(file, argv, { env: libpqEnv(request.params), cancelSignal: request.signal });
   const checksum = new ChecksumStream({ beforeEnd: () => finished('pg_dump', child), onBytes: request.onBytes });
-  let output: Readable = request.format === 'plain' ? child.stdout.pipe(createGzip({ level: gzipLevel(request.compression) })) : child.stdout;
+  const output: Readable = request.format === 'plain' ? child.stdout.pipe(createGzip({ level: gzipLevel(request.compression) })) : child.stdout;
+  const size = await storeToolOutput(child, output, encrypter, checksum, request);
+  return { size, sha256: checksum.digest() };
+}
+
+/**
+ * Pipes a tool's output (through `encrypter`, when given) into `checksum` and writes that to the
+ * repository; returns the stored size. A failing stage fails the write; a failed write (e.g. S3
+ * down) kills the tool, so it does not linger.
+ */
+export async function storeToolOutput(
+  child: { kill(signal: NodeJS.Signals): boolean },
+  output: Readable,
+  encrypter: Transform | undefined,
+  checksum: ChecksumStream,
+  target: { repository: Repository; key: string; signal?: AbortSignal },
+): Promise<number> {
   if (encrypter) {
     // pipe() does not forward errors: an encryption failure must fail the write, not stall it.
     encrypter.once('error', (error) => checksum.destroy(error));
@@ -124,10 +140,9 @@ async function dumpIntoStream(request: DumpRequest, args: string[]): Promise<{ s
   }
   output.pipe(checksum);
   try {
-    const { size } = await request.repository.write(request.key, checksum, { signal: request.signal });
-    return { size, sha256: checksum.digest() };
+    const { size } = await target.repository.write(target.key, checksum, { signal: target.signal });
+    return size;
   } catch (error) {
-    // If the repository write fails first (e.g. S3 down), pg_dump must not linger.
     child.kill('SIGTERM');
     throw error;
   }

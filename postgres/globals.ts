@@ -7,6 +7,7 @@ import { ChecksumStream } from '../repository/checksum-stream.js';
 import type { Repository } from '../repository/types.js';
 import { finished, spawnTool } from '../process/run.js';
 import { libpqEnv, type ConnectionParams } from './connection.js';
+import { storeToolOutput } from './dump.js';
 import { failure } from './errors.js';
 import type { ClientTools } from './tools.js';
 
@@ -99,20 +100,8 @@ export async function dumpGlobalsToRepository(request: GlobalsDumpRequest): Prom
   });
   // pipe() does not forward errors: a failing stage must fail the write, not stall it.
   scanner.once('error', (error) => checksum.destroy(error));
-  let output: Readable = child.stdout.pipe(scanner);
-  if (encrypter) {
-    encrypter.once('error', (error) => checksum.destroy(error));
-    output = output.pipe(encrypter);
-  }
-  output.pipe(checksum);
-  try {
-    const { size } = await request.repository.write(request.key, checksum, { signal: request.signal });
-    return { size, sha256: checksum.digest(), content: scanner.content };
-  } catch (error) {
-    // If the repository write fails first (e.g. S3 down), pg_dumpall must not linger.
-    child.kill('SIGTERM');
-    throw error;
-  }
+  const size = await storeToolOutput(child, child.stdout.pipe(scanner), encrypter, checksum, request);
+  return { size, sha256: checksum.digest(), content: scanner.content };
 }
 
 /**

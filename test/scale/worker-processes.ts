@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type { WorkflowHandle } from '@temporalio/client';
 import type proto from '@temporalio/proto';
 import { startWorkerProcess, type WorkerProcess } from '../../bench/worker-process.js';
+import { freezeAfterIo } from '../support/processes.js';
 
 // Several `pgrunbook worker` processes on one task queue, and the /proc and history lookups that
 // tell which of them ran (or runs) a step.
@@ -55,24 +56,8 @@ export function workerRunning(pid: number, workers: WorkerProcess[]): WorkerProc
 }
 
 /** SIGSTOPs every process `find` returns once they have written `bytes` together; returns their pids. */
-export async function freezeAfterWritten(what: string, find: () => number[], bytes: number, timeoutMs = 60_000): Promise<number[]> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const pids = find();
-    const written = pids.reduce((sum, pid) => {
-      try {
-        return sum + Number(/wchar: (\d+)/.exec(readFileSync(`/proc/${pid}/io`, 'utf8'))?.[1] ?? 0);
-      } catch {
-        return sum;
-      }
-    }, 0);
-    if (pids.length > 0 && written > bytes) {
-      for (const pid of pids) process.kill(pid, 'SIGSTOP');
-      return pids;
-    }
-    await new Promise((r) => setTimeout(r, 5));
-  }
-  throw new Error(`${what} never wrote ${bytes} bytes`);
+export function freezeAfterWritten(what: string, find: () => number[], bytes: number, timeoutMs = 60_000): Promise<number[]> {
+  return freezeAfterIo(what, find, bytes, 'written', timeoutMs);
 }
 
 /** Polls `describe` until `activityType` is a started pending activity that `accept` accepts; returns it. */

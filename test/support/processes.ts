@@ -18,24 +18,30 @@ export function processesMatching(argv: RegExp, env?: (environ: string[]) => boo
 }
 
 /** SIGSTOPs every process `find` returns once they have read `bytes` together; returns their pids. */
-export async function freezeAfterRead(what: string, find: () => number[], bytes: number, timeoutMs = 90_000): Promise<number[]> {
+export function freezeAfterRead(what: string, find: () => number[], bytes: number, timeoutMs = 90_000): Promise<number[]> {
+  return freezeAfterIo(what, find, bytes, 'read', timeoutMs);
+}
+
+/** SIGSTOPs every process `find` returns once they have read or written (/proc/<pid>/io) `bytes` together. */
+export async function freezeAfterIo(what: string, find: () => number[], bytes: number, direction: 'read' | 'written', timeoutMs: number): Promise<number[]> {
+  const counter = direction === 'read' ? /rchar: (\d+)/ : /wchar: (\d+)/;
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     const pids = find();
-    const read = pids.reduce((sum, pid) => {
+    const moved = pids.reduce((sum, pid) => {
       try {
-        return sum + Number(/rchar: (\d+)/.exec(readFileSync(`/proc/${pid}/io`, 'utf8'))?.[1] ?? 0);
+        return sum + Number(counter.exec(readFileSync(`/proc/${pid}/io`, 'utf8'))?.[1] ?? 0);
       } catch {
         return sum;
       }
     }, 0);
-    if (pids.length > 0 && read > bytes) {
+    if (pids.length > 0 && moved > bytes) {
       for (const pid of pids) process.kill(pid, 'SIGSTOP');
       return pids;
     }
     await new Promise((r) => setTimeout(r, 5));
   }
-  throw new Error(`${what} never read ${bytes} bytes`);
+  throw new Error(`${what} never ${direction} ${bytes} bytes`);
 }
 
 /**
