@@ -98,11 +98,12 @@ async function globalsOf(
   running: Set<string>,
   finishedOne: (name: string, ok: boolean) => void,
 ): Promise<FleetGlobalsOutcome> {
+  const name = `globals@${server}`;
   if (!through) {
+    finishedOne(name, false);
     const first = plan.databases.find((d) => d.server === server)!;
     return { server, database: first.database, taskQueue: first.taskQueue, status: 'failed', error: `no database on ${server} was backed up, so none is known to connect; globals not dumped` };
   }
-  const name = `globals@${server}`;
   running.add(name);
   const base = { server, database: through.database, taskQueue: through.taskQueue };
   const { long } = activityProfiles<GlobalsActivities>(plan.settings, { taskQueue: through.taskQueue });

@@ -65,7 +65,7 @@ afterAll(async () => {
   await stack?.teardown();
 });
 
-/** pg_dump and pg_dumpall processes whose parent is this process. */
+/** pg_dump and pg_dumpall dumps whose parent is this process. */
 function dumpChildren(): number {
   let n = 0;
   for (const pid of readdirSync('/proc').filter((name) => /^\d+$/.test(name))) {
@@ -74,7 +74,8 @@ function dumpChildren(): number {
       const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
       const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
       const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if ((comm === 'pg_dump' || comm === 'pg_dumpall') && ppid === process.pid) n += 1;
+      // `pg_dump --version` (choosing the client tools) is not a dump.
+      if ((comm === 'pg_dump' || comm === 'pg_dumpall') && ppid === process.pid && !readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes('--version')) n += 1;
     } catch {
       // The process ended between the listing and the read.
     }
@@ -171,4 +172,15 @@ describe('backupFleet over 50 databases and a broken one', () => {
     expect(unknown.stderr).toContain('unknown fleet "nightly"');
     expect(unknown.stderr).toContain('HINT: fleets in the config: everything');
   }, 300_000);
+
+  it('skips a server\'s globals when none of its databases could be backed up, and says why', async () => {
+    const handle = await startFleetBackup(stack.client, config, { select: { databases: ['broken'] }, requestedBy: 'api' });
+    const result = await handle.result();
+    expect(result.databases.map((d) => [d.database, d.status])).toEqual([['broken', 'failed']]);
+    expect(result.globals).toEqual([
+      expect.objectContaining({ database: 'broken', status: 'failed', error: `no database on ${stack.cluster.host}:${stack.cluster.port} was backed up, so none is known to connect; globals not dumped` }),
+    ]);
+    expect(result).toMatchObject({ succeeded: 0, failed: 2 });
+  }, 120_000);
 });
+
