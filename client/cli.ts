@@ -12,7 +12,7 @@ import { schedulesCommand } from './commands/schedules.js';
 import { basebackupCommand, basebackupsCommand } from './commands/basebackup.js';
 import { pitrCommand } from './commands/pitr.js';
 import { walCommand } from './commands/wal.js';
-import { fleetCommand } from './commands/fleet.js';
+import { fleetCommand, globalsCommand } from './commands/fleet.js';
 import { EXIT, Output, UsageError } from './output.js';
 
 const USAGE = `pgrunbook ${PGRUNBOOK_VERSION}: PostgreSQL backup and restore runbooks as durable Temporal workflows
@@ -34,6 +34,7 @@ commands:
                                         task queues, N at once, plus each server's roles and
                                         tablespaces; exits 1 when any failed
   fleet list                            configured fleets, their databases and task queues
+  globals list [--repository R]         servers' roles and tablespaces dumped by fleets, newest first
   backups list --database ID [--repository R]
   backups verify BACKUP_ID [--repository R]
                                         re-check a stored backup: sha256, pg_restore -l, metadata
@@ -182,6 +183,8 @@ export async function main(argv: string[]): Promise<number> {
         return await backupCommand(loadConfig(values.config), out, values);
       case 'fleet':
         return await fleetCommand(loadConfig(values.config), out, sub, arg, values);
+      case 'globals':
+        return await globalsCommand(loadConfig(values.config), out, sub, values);
       case 'backups':
         if (sub === 'list') return await backupsListCommand(loadConfig(values.config), out, values);
         if (sub === 'verify') return await backupsVerifyCommand(loadConfig(values.config), out, arg, values);

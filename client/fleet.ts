@@ -6,6 +6,7 @@ import { FleetInput, type FleetResult } from '../workflows/fleet-input.js';
 import { UsageError } from './output.js';
 import { startTaggedRunbook } from './start.js';
 
+export const GLOBALS_USAGE = 'pgrunbook globals list [--repository R] [--json]';
 export const FLEET_USAGE = 'pgrunbook fleet backup [FLEET] [--select KEY=VALUE]... [--databases GLOB,...] [--concurrency N] [--no-globals] [--label L] [--wait] [--json] | fleet list [--json]';
 
 /**

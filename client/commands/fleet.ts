@@ -1,9 +1,11 @@
 import type { LoadedConfig } from '../../config/load.js';
+import { listGlobals } from '../../repository/globals.js';
+import { RepositoryRegistry } from '../../repository/registry.js';
 import { formatBytes, formatDuration } from '../../report/units.js';
 import type { FleetInput, FleetResult } from '../../workflows/fleet-input.js';
 import { follow } from '../backup.js';
 import type { CliValues } from '../cli.js';
-import { describeFleets, FLEET_USAGE, startFleetBackup } from '../fleet.js';
+import { describeFleets, FLEET_USAGE, GLOBALS_USAGE, startFleetBackup } from '../fleet.js';
 import { EXIT, table, UsageError, type Output } from '../output.js';
 import { withTemporalClient } from '../temporal-connection.js';
 
@@ -51,6 +53,26 @@ export function fleetRequest(fleet: string | undefined, values: CliValues): Flee
     ...(values.label ? { label: values.label } : {}),
     requestedBy: 'cli',
   };
+}
+
+/** `pgrunbook globals list [--repository R]`: the servers' roles and tablespaces dumps, newest first. */
+export async function globalsCommand(loaded: LoadedConfig, out: Output, sub: string | undefined, values: CliValues): Promise<number> {
+  if (sub !== 'list') throw new UsageError(`unknown subcommand "globals ${sub ?? ''}"`, GLOBALS_USAGE);
+  const config = loaded.config;
+  const repositoryId = values.repository ?? config.defaults.repository ?? Object.keys(config.repositories)[0]!;
+  if (!config.repositories[repositoryId]) throw new UsageError(`unknown repository "${repositoryId}"`, `repositories in the config: ${Object.keys(config.repositories).join(', ')}`);
+  const repository = new RepositoryRegistry(config).get(repositoryId);
+  const entries = await listGlobals(repository);
+  const rows = entries.map((e) => ({ id: e.id, server: e.manifest.server, serverVersion: e.manifest.serverVersion, roles: e.manifest.roles, tablespaces: e.manifest.tablespaces, rolePasswords: e.manifest.rolePasswords, bytes: e.manifest.bytes, sha256: e.manifest.sha256, encrypted: e.manifest.encrypted, file: e.manifest.file, startedAt: e.manifest.startedAt }));
+  out.result({ ok: true, repository: repositoryId, location: repository.location, globals: rows }, () =>
+    rows.length === 0
+      ? `no globals in ${repository.location} (a fleet backup dumps them: pgrunbook fleet backup)`
+      : table(
+          ['GLOBALS', 'SERVER', 'ROLES', 'TABLESPACES', 'SIZE', 'PASSWORDS', 'ENCRYPTED'],
+          rows.map((r) => [r.id, r.server, String(r.roles), String(r.tablespaces), formatBytes(r.bytes), r.rolePasswords ? 'hashes' : 'none', r.encrypted ? 'age' : 'no']),
+        ) + `\nrestore one with stock psql on the new server, before its databases: psql -f <${rows[0]!.id}/${rows[0]!.file}> (decrypt .age files with age -d first)`,
+  );
+  return EXIT.ok;
 }
 
 function fleetList(loaded: LoadedConfig, out: Output): number {

@@ -167,6 +167,15 @@ describe('backupFleet over 50 databases and a broken one', () => {
     const fleets = (JSON.parse(listed.stdout) as { fleets: { fleet: string; databases: { database: string }[] }[] }).fleets;
     expect(fleets.map((f) => [f.fleet, f.databases.length])).toEqual([['everything', FLEET_SIZE + 1]]);
 
+    // The first test's fleet dumped this server's globals: listed, with counts from its manifest.
+    const globals = await runCli(['globals', 'list', '--json', '--config', configPath], stack.workerEnv);
+    expect(globals.code, globals.stderr).toBe(0);
+    const listedGlobals = (JSON.parse(globals.stdout) as { globals: { id: string; server: string; roles: number; rolePasswords: boolean; encrypted: boolean }[] }).globals;
+    expect(listedGlobals).toHaveLength(1);
+    expect(listedGlobals[0]).toMatchObject({ server: `${stack.cluster.host}:${stack.cluster.port}`, rolePasswords: false, encrypted: false });
+    expect(listedGlobals[0]!.id).toMatch(/^globals\/127\.0\.0\.1-\d+\/\d{8}T\d{6}Z$/);
+    expect(listedGlobals[0]!.roles).toBeGreaterThan(0);
+
     const unknown = await runCli(['fleet', 'backup', 'nightly', '--config', configPath], stack.workerEnv);
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toContain('unknown fleet "nightly"');
