@@ -114,6 +114,9 @@ async function listArchive(stream: Readable, pgRestore: string, signal?: AbortSi
     child.once('error', reject);
     child.once('close', (code) => resolve(code));
   });
+  // Cancelled (signal aborted) while the archive is still being fed: the rejection is awaited
+  // below, but it arrives before that; unhandled meanwhile, it would bring the worker down.
+  exited.catch(() => undefined);
   let stdinOpen = true;
   const closed = (): void => {
     stdinOpen = false;

@@ -26,7 +26,8 @@ describe('replaying recorded workflow histories', () => {
       // and (patched notify-drill-result) a passed drill told to the webhook.
       'drill-backup-not-found.json', 'drill-canary-passed.json', 'drill-cancelled.json', 'drill-checks-failed.json', 'drill-passed-notified.json',
       // fleet: child backups on the control queue and a site's, a broken database reported, globals; an unknown fleet.
-      'fleet-partial.json', 'fleet-unknown.json',
+      // fleet-child-backup: one of its children (patched verified-manifest-not-cancellable).
+      'fleet-child-backup.json', 'fleet-partial.json', 'fleet-unknown.json',
       // point-in-time restore (mode new): promoted at a time target, discarded at an LSN target (undo stack), refused at resolve (WAL gap).
       'pitr-discarded.json', 'pitr-promoted.json', 'pitr-unreachable.json',
       // prune (retention): plan, retire, delete, report; a dry run. backup-pruned (patched

@@ -137,8 +137,10 @@ export async function backupDatabase(rawInput: BackupInput): Promise<BackupResul
     throw error;
   }
 
-  // 6. Manifest, written last: from now on this backup is "good".
-  const { key } = await runbook.step('manifest', () => short.writeManifest(manifestDraft('verified', null)));
+  // 6. Manifest, written last: from now on this backup is "good". Once verified, a cancellation
+  //    arriving now must not leave the backup without its manifest (it would stay "incomplete").
+  const writeVerifiedManifest = () => runbook.step('manifest', () => short.writeManifest(manifestDraft('verified', null)));
+  const { key } = patched('verified-manifest-not-cancellable') ? await CancellationScope.nonCancellable(writeVerifiedManifest) : await writeVerifiedManifest();
   // 7. Retention: a prune of this database as an abandoned child, so this result never waits
   //    for it and its failure never fails a good backup (it shows up as its own workflow).
   if (patched('prune-after-backup') && plan.retention) {

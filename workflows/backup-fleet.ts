@@ -125,7 +125,12 @@ function innermostMessage(error: unknown): string {
   return e?.message ?? messageOf(error);
 }
 
-/** Runs the jobs at most `limit` at a time, in order; results in the jobs' order. Deterministic. */
+/**
+ * Runs the jobs at most `limit` at a time, in order; results in the jobs' order. Deterministic.
+ * Jobs report their own failures; one that throws (the fleet was cancelled) ends its lane, and
+ * the pool still waits for the other lanes' running jobs (their children finish cancelling)
+ * before it throws, so the fleet never closes with a child still running.
+ */
 async function inPool<T>(jobs: Array<() => Promise<T>>, limit: number): Promise<T[]> {
   const results: T[] = new Array<T>(jobs.length);
   let next = 0;
@@ -135,6 +140,8 @@ async function inPool<T>(jobs: Array<() => Promise<T>>, limit: number): Promise<
       results[at] = await jobs[at]!();
     }
   };
-  await Promise.all(Array.from({ length: Math.min(limit, jobs.length) }, lane));
+  const lanes = await Promise.allSettled(Array.from({ length: Math.min(limit, jobs.length) }, lane));
+  const stopped = lanes.find((l): l is PromiseRejectedResult => l.status === 'rejected');
+  if (stopped) throw stopped.reason;
   return results;
 }

@@ -2,6 +2,7 @@
 //   npx tsx test/histories/record-fleet.ts
 // fleet-partial: two databases backed up as child workflows on the control queue and on a site's
 // task queue, one broken database reported as failed, and the server's globals dumped;
+// fleet-child-backup: one of fleet-partial's child backups;
 // fleet-unknown: a fleet the worker's config does not know (fails in plan).
 // Each is recorded under a workflow id equal to its file name and replayed under the same id.
 // Re-record only on purpose; see record.ts.
@@ -42,6 +43,9 @@ try {
     const result = await partial.result();
     if (result.failed !== 1 || result.succeeded !== 2 || result.globals[0]?.status !== 'succeeded') throw new Error(`unexpected fleet result: ${JSON.stringify(result)}`);
     await save('fleet-partial', partial);
+    // One of its children: a backup whose verified manifest is written non-cancellable (patched
+    // 'verified-manifest-not-cancellable'); the older backup-*.json histories replay the other branch.
+    await save('fleet-child-backup', stack.client.workflow.getHandle(result.databases.find((d) => d.database === 'app')!.workflowId));
     const unknown = await start('fleet-unknown', { fleet: 'no-such-fleet' });
     await unknown.result().catch(() => undefined);
     await save('fleet-unknown', unknown);

@@ -1,11 +1,14 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WorkflowFailedError, WorkflowNotFoundError } from '@temporalio/client';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { startFleetBackup } from '../../client/fleet.js';
 import type { Config } from '../../config/schema.js';
-import { latestGoodBackup } from '../../repository/catalog.js';
+import { latestGoodBackup, listBackups } from '../../repository/catalog.js';
+import { compactTimestamp } from '../../repository/layout.js';
 import { RepositoryRegistry } from '../../repository/registry.js';
 import type { FleetResult } from '../../workflows/fleet-input.js';
+import { statusQuery } from '../../workflows/runbook.js';
 import { runCli } from '../support/cli.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 
@@ -191,5 +194,44 @@ describe('backupFleet over 50 databases and a broken one', () => {
     ]);
     expect(result).toMatchObject({ succeeded: 0, failed: 2 });
   }, 120_000);
+
+  it('cancelled mid-run, cancels its running backups, starts no more, and leaves no backup half-written', async () => {
+    const handle = await startFleetBackup(stack.client, config, { fleet: 'everything', globals: false, label: 'cancelled-fleet', requestedBy: 'api' });
+    // Wait until a few backups have finished and others run, then cancel the fleet.
+    await vi.waitFor(async () => {
+      const status = await handle.query(statusQuery);
+      expect(Number(status.details.done)).toBeGreaterThanOrEqual(3);
+    }, { timeout: 60_000, interval: 100 });
+    await handle.cancel();
+    await expect(handle.result()).rejects.toThrow(WorkflowFailedError);
+    expect((await handle.describe()).status.name).toBe('CANCELLED');
+
+    const repository = new RepositoryRegistry(config, stack.workerEnv).get('local');
+    const states: Record<string, number> = {};
+    for (const id of [...ids, 'broken']) {
+      for (const backup of await listBackups(repository, id)) {
+        if (backup.label !== 'cancelled-fleet') continue;
+        states[backup.state] = (states[backup.state] ?? 0) + 1;
+      }
+    }
+    // Finished ones verified, running ones recorded as cancelled, the rest never started.
+    expect(states.incomplete).toBeUndefined();
+    expect(states.verified).toBeGreaterThanOrEqual(3);
+    expect((states.verified ?? 0) + (states.cancelled ?? 0) + (states.failed ?? 0)).toBeLessThan(FLEET_SIZE);
+    // Temporal agrees: every child that started has closed (completed, or cancelled by the fleet).
+    const stamp = compactTimestamp((await handle.describe()).startTime);
+    const closed: Record<string, number> = {};
+    for (const id of [...ids, 'broken']) {
+      try {
+        const child = await stack.client.workflow.getHandle(`backup-${id}-${stamp}-everything`).describe();
+        closed[child.status.name] = (closed[child.status.name] ?? 0) + 1;
+      } catch (error) {
+        if (!(error instanceof WorkflowNotFoundError)) throw error;
+      }
+    }
+    console.log(`cancelled fleet: backups by state ${JSON.stringify(states)}, children by status ${JSON.stringify(closed)}`);
+    expect(closed.RUNNING).toBeUndefined();
+    expect(closed.CANCELLED).toBeGreaterThan(0);
+  }, 180_000);
 });
 
