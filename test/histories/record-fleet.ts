@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
 import { historyToJSON } from '@temporalio/common/lib/proto-utils.js';
-import type { FleetInput } from '../../workflows/fleet-input.js';
+import type { FleetInput, FleetResult } from '../../workflows/fleet-input.js';
 import { createWorker } from '../../worker/worker.js';
 import { startTestStack } from '../support/stack.js';
 
@@ -33,7 +33,7 @@ try {
     writeFileSync(join(here, `${name}.json`), historyToJSON((await handle.fetchHistory()) as never) + '\n');
     console.log(`recorded ${name}`);
   };
-  const start = (name: string, input: FleetInput) => stack.client.workflow.start('backupFleet', { taskQueue: control, workflowId: name, args: [input] });
+  const start = (name: string, input: FleetInput) => stack.client.workflow.start<(input: FleetInput) => Promise<FleetResult>>('backupFleet', { taskQueue: control, workflowId: name, args: [input] });
 
   const controlWorker = await stack.startWorker(config);
   const siteWorker = await createWorker({ config, connection: stack.temporal.nativeConnection, workflowBundle: stack.bundle, env: stack.workerEnv, taskQueue: site });
