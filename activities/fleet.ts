@@ -1,5 +1,5 @@
 import { ApplicationFailure } from '@temporalio/activity';
-import { selectDatabases, taskQueueOf, type FleetSelector } from '../config/schema.js';
+import { FleetConfig, fleetSelection, taskQueueOf } from '../config/schema.js';
 import { serverAddress } from '../postgres/connection.js';
 import type { FleetInput, FleetPlan } from '../workflows/fleet-input.js';
 import { activitySupport, type ActivityDeps } from './support.js';
@@ -13,12 +13,10 @@ export function createFleetActivities(deps: ActivityDeps) {
   return {
     async resolveFleet(input: Omit<FleetInput, 'requestedBy'>): Promise<FleetPlan> {
       const config = deps.config;
-      const named = input.fleet ? config.fleets[input.fleet] : undefined;
+      const { named, select, databases: ids } = fleetSelection(config, input);
       if (input.fleet && !named) {
         throw ApplicationFailure.nonRetryable(`unknown fleet "${input.fleet}"\nHINT: fleets in the worker's config: ${Object.keys(config.fleets).join(', ') || '(none: add a fleets: section, or give a selector)'}`, 'InvalidInput');
       }
-      const select: FleetSelector = input.select ?? named?.select ?? {};
-      const ids = selectDatabases(config, select);
       if (ids.length === 0) {
         throw ApplicationFailure.nonRetryable(
           `the selector ${JSON.stringify(select)} matches no database in the worker's config\nHINT: databases: ${Object.keys(config.databases).join(', ') || '(none)'}`,
@@ -26,13 +24,14 @@ export function createFleetActivities(deps: ActivityDeps) {
         );
       }
       const databases = ids.map((database) => ({ database, taskQueue: taskQueueOf(config, database), server: serverAddress(config.databases[database]!, env) }));
-      const globals = named?.globals ?? { enabled: true, rolePasswords: false, keepLast: 30 };
+      // A selection without a named fleet gets a fleet's defaults.
+      const settings = named ?? FleetConfig.parse({});
       return {
         fleet: input.fleet ?? null,
-        concurrency: input.concurrency ?? named?.concurrency ?? 4,
+        concurrency: input.concurrency ?? settings.concurrency,
         databases,
         servers: [...new Set(databases.map((d) => d.server))],
-        globals: { ...globals, enabled: input.globals ?? globals.enabled },
+        globals: { ...settings.globals, enabled: input.globals ?? settings.globals.enabled },
         settings: stepSettings(),
       };
     },

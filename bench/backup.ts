@@ -31,7 +31,7 @@ import { Config } from '../config/schema.js';
 import { ChecksumStream } from '../repository/checksum-stream.js';
 import type { PostgresCluster } from '../stack/postgres-cluster.js';
 import { statusQuery } from '../workflows/runbook.js';
-import { GB, log, MB, mb, mean, positiveFlag, round, secondsSince, reportBenchFailure, runBench, startBenchStack, teardownStack, warnAboutNoise } from './common.js';
+import { GB, log, MB, mb, mean, positiveFlag, round, secondsSince, reportBenchFailure, runBench, startBenchStack, teardownStack, warnAboutNoise, stayUpIfKept } from './common.js';
 import { CpuAccounting, describeCpu, type CpuUse } from './cpu.js';
 import { DataGenerator } from './generator.js';
 import { peakRssOf, resetPeakRss, rssOf, sampleRss } from './proc.js';
@@ -505,10 +505,7 @@ async function main(): Promise<number> {
       idleCpu,
     });
 
-    if (values.keep) {
-      log(`--keep: everything stays up (worker config ${configPath}, log ${worker.logPath}, Temporal ${temporal.address}, S3 ${s3.endpoint}); Ctrl-C tears it down`);
-      await new Promise<void>(() => undefined); // until a signal
-    }
+    await stayUpIfKept(values.keep, `worker config ${configPath}, log ${worker.logPath}, Temporal ${temporal.address}, S3 ${s3.endpoint}`);
     return 0;
   } catch (error) {
     reportBenchFailure(error, workerLog);

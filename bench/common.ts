@@ -64,6 +64,13 @@ export function warnAboutNoise(runs: { seconds: number; cpu: { other: number } }
   return noisy.length;
 }
 
+/** --keep: everything stays up for a look (`where` says what is where) until Ctrl-C tears it down. */
+export async function stayUpIfKept(keep: boolean, where: string): Promise<void> {
+  if (!keep) return;
+  log(`--keep: everything stays up (${where}); Ctrl-C tears it down`);
+  await new Promise<void>(() => undefined); // until a signal
+}
+
 /** Prints a failed benchmark's error (with its hint) and the end of the worker's log. */
 export function reportBenchFailure(error: unknown, workerLog: string | undefined): void {
   const described = describeError(error);

@@ -43,7 +43,7 @@ import { projectRoot } from '../stack/binaries.js';
 import { freePort } from '../stack/ports.js';
 import type { PostgresCluster } from '../stack/postgres-cluster.js';
 import type { FleetResult } from '../workflows/fleet-input.js';
-import { log, MB, mb, positiveFlag, reportBenchFailure, round, runBench, secondsSince, startBenchStack, teardownStack, warnAboutNoise } from './common.js';
+import { log, MB, mb, positiveFlag, reportBenchFailure, round, runBench, secondsSince, startBenchStack, teardownStack, warnAboutNoise, stayUpIfKept } from './common.js';
 import { CpuAccounting, describeCpu, type CpuUse } from './cpu.js';
 import { DataGenerator } from './generator.js';
 import { peakRssOf, resetPeakRss, rssOf, sampleRss } from './proc.js';
@@ -704,10 +704,7 @@ async function main(): Promise<number> {
 
     report(raws, runs, diagnostics, { databases: count, parallel, databaseBytes, dumpArgs, rounds, cpus: cpus().length, workerIdleRssMB: mb(workerIdleRss), rawGlobalsSeconds: round(rawGlobalsSeconds), cliStartSeconds: round(median(cliStarts)) });
 
-    if (values.keep) {
-      log(`--keep: everything stays up (worker config ${configPath}, log ${worker.logPath}, Temporal ${temporal.address}, PostgreSQL 127.0.0.1:${cluster.port}); Ctrl-C tears it down`);
-      await new Promise<void>(() => undefined); // until a signal
-    }
+    await stayUpIfKept(values.keep, `worker config ${configPath}, log ${worker.logPath}, Temporal ${temporal.address}, PostgreSQL 127.0.0.1:${cluster.port}`);
     return 0;
   } catch (error) {
     reportBenchFailure(error, workerLog);

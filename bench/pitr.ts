@@ -54,7 +54,7 @@ import { freePort } from '../stack/ports.js';
 import type { PostgresCluster } from '../stack/postgres-cluster.js';
 import type { PitrResult } from '../workflows/point-in-time-restore.js';
 import { statusQuery, type RunbookStatus } from '../workflows/runbook.js';
-import { log, mb, positiveFlag, reportBenchFailure, resultOrStuck, round, runBench, secondsSince, startBenchStack, teardownStack, warnAboutNoise } from './common.js';
+import { log, mb, positiveFlag, reportBenchFailure, resultOrStuck, round, runBench, secondsSince, startBenchStack, teardownStack, warnAboutNoise, stayUpIfKept } from './common.js';
 import { CpuAccounting, describeCpu, type CpuUse } from './cpu.js';
 import { configurePgbackrest, ensurePgbackrest, STANZA, type PgBackRest } from './pitr-pgbackrest.js';
 import {
@@ -807,10 +807,7 @@ async function main(): Promise<number> {
       report(summary);
       process.stdout.write(`\nBENCH_RESULT ${JSON.stringify(summary)}\n`);
     }
-    if (values.keep) {
-      log(`--keep: everything stays up (worker config ${configPath}, log ${worker.logPath}, pgBackRest ${pgbackrest.configPath}); Ctrl-C tears it down`);
-      await new Promise<void>(() => undefined);
-    }
+    await stayUpIfKept(values.keep, `worker config ${configPath}, log ${worker.logPath}, pgBackRest ${pgbackrest.configPath}`);
     return 0;
   } catch (error) {
     reportBenchFailure(error, workerLog);

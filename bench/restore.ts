@@ -41,7 +41,7 @@ import { demoAppCommandConfig } from '../stack/demo-app.js';
 import { freePort } from '../stack/ports.js';
 import type { PostgresCluster } from '../stack/postgres-cluster.js';
 import { statusQuery, type RunbookStatus } from '../workflows/runbook.js';
-import { GB, log, mb, MB, mean, positiveFlag, reportBenchFailure, resultOrStuck, round, runBench, secondsSince, startBenchStack, teardownStack, warnAboutNoise } from './common.js';
+import { GB, log, mb, MB, mean, positiveFlag, reportBenchFailure, resultOrStuck, round, runBench, secondsSince, startBenchStack, teardownStack, warnAboutNoise, stayUpIfKept } from './common.js';
 import { CpuAccounting, describeCpu, type CpuUse } from './cpu.js';
 import { DataGenerator } from './generator.js';
 import { cmdlineOf, peakRssOf, resetPeakRss, rssOf, sampleRss } from './proc.js';
@@ -583,10 +583,7 @@ async function main(): Promise<number> {
 
     report(points, { sizeGB, smallMB, repeat, cpus: cpus().length, workerStartupPeakRssMB: mb(startupPeak), workerIdleRssMB: mb(idleRss) });
 
-    if (values.keep) {
-      log(`--keep: everything stays up (worker config ${configPath}, log ${worker.logPath}, Temporal ${temporal.address}, PostgreSQL 127.0.0.1:${cluster.port}); Ctrl-C tears it down`);
-      await new Promise<void>(() => undefined); // until a signal
-    }
+    await stayUpIfKept(values.keep, `worker config ${configPath}, log ${worker.logPath}, Temporal ${temporal.address}, PostgreSQL 127.0.0.1:${cluster.port}`);
     return 0;
   } catch (error) {
     reportBenchFailure(error, workerLog);

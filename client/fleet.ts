@@ -1,5 +1,5 @@
 import type { Client, WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
-import { selectDatabases, taskQueueOf, type Config, type FleetSelector } from '../config/schema.js';
+import { fleetSelection, selectDatabases, taskQueueOf, type Config } from '../config/schema.js';
 import { compactTimestamp } from '../repository/layout.js';
 import { describeIssues } from '../workflows/backup-input.js';
 import { FleetInput, type FleetResult } from '../workflows/fleet-input.js';
@@ -35,12 +35,11 @@ export async function startFleetBackup(client: Client, config: Config, raw: Flee
 
 /** The databases a fleet request picks, as the worker will resolve them from the same config. */
 export function fleetDatabases(config: Config, input: Pick<FleetInput, 'fleet' | 'select'>): string[] {
-  const named = input.fleet ? config.fleets[input.fleet] : undefined;
+  const { named, databases } = fleetSelection(config, input);
   if (input.fleet && !named) {
     throw new UsageError(`unknown fleet "${input.fleet}"`, `fleets in the config: ${Object.keys(config.fleets).join(', ') || '(none: add a fleets: section, or select databases with --select/--databases)'}`);
   }
-  const select: FleetSelector = input.select ?? named?.select ?? {};
-  return selectDatabases(config, select);
+  return databases;
 }
 
 /** Every configured fleet with its databases and the sites they run on. */

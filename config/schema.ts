@@ -737,6 +737,17 @@ export function configuredTaskQueues(config: Pick<Config, 'temporal' | 'database
   return [...new Set([config.temporal.taskQueue, ...Object.values(config.databases).flatMap((db) => (db.taskQueue ? [db.taskQueue] : []))])];
 }
 
+/**
+ * What a fleet request picks: a named fleet's settings (undefined: no such fleet, when one was
+ * named), the selector (the request's, else the fleet's, else all) and the database ids. The CLI
+ * checks with it before starting; the worker's resolveFleet plans with it.
+ */
+export function fleetSelection(config: Pick<Config, 'databases' | 'fleets'>, request: { fleet?: string; select?: FleetSelector }): { named: FleetConfig | undefined; select: FleetSelector; databases: string[] } {
+  const named = request.fleet ? config.fleets[request.fleet] : undefined;
+  const select = request.select ?? named?.select ?? {};
+  return { named, select, databases: selectDatabases(config, select) };
+}
+
 /** Database ids (sorted) a fleet selector picks: any glob matches the id, and every label matches. */
 export function selectDatabases(config: Pick<Config, 'databases'>, select: FleetSelector): string[] {
   const globs = select.databases?.map(globPattern);

@@ -13,9 +13,12 @@ export interface ConnectionParams {
   sslmode?: string;
 }
 
+/** ${VAR} and ${VAR:-default}: the variable's name, and the default. */
+const ENV_REFERENCE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
+
 /** Replaces ${VAR} and ${VAR:-default} from the environment; a missing variable is a config error. */
 export function substituteEnv(text: string, field: string, env: NodeJS.ProcessEnv = process.env): string {
-  return text.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g, (_, name: string, fallback: string | undefined) => {
+  return text.replace(ENV_REFERENCE, (_, name: string, fallback: string | undefined) => {
     // As in the shell and docker compose, ":-" applies when the variable is unset *or empty*.
     const value = fallback !== undefined && !env[name] ? fallback : env[name];
     if (value === undefined) {
@@ -78,7 +81,7 @@ export function resolveConnection(databaseId: string, db: ConnectionFields, env:
  */
 export function serverAddress(db: ConnectionFields, env: NodeJS.ProcessEnv = process.env): string {
   if (!db.url) return `${db.host ?? 'localhost'}:${db.port ?? 5432}`;
-  const text = db.url.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g, (_, name: string, fallback: string | undefined) => env[name] || fallback || name);
+  const text = db.url.replace(ENV_REFERENCE, (_, name: string, fallback: string | undefined) => env[name] || fallback || name);
   try {
     const url = new URL(text);
     return `${url.searchParams.get('host') ?? (decodeURIComponent(url.hostname) || 'localhost')}:${url.port || 5432}`;

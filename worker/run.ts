@@ -21,8 +21,8 @@ import { DumpSlots } from '../activities/dump-slots.js';
 export function checkWorkerEnvironment(config: Config, env: NodeJS.ProcessEnv = process.env, taskQueues: string[] = configuredTaskQueues(config)): void {
   const problems: ConfigError['problems'] = [];
   // A site's worker needs only its own databases' credentials; the others are another site's.
-  for (const [id, db] of Object.entries(config.databases)) {
-    if (!servedDatabases(config, taskQueues).includes(id)) continue;
+  for (const id of servedDatabases(config, taskQueues)) {
+    const db = config.databases[id]!;
     try {
       resolveConnection(id, db, env);
     } catch (error) {

@@ -50,9 +50,10 @@ export async function backupFleet(rawInput: FleetInput): Promise<FleetResult> {
   const databases = await runbook.step('backups', () => inPool(databaseJobs, plan.concurrency));
   // Then each server's roles and tablespaces, through one of its databases that was just backed
   // up (so known reachable), by a worker of that database's site.
+  const serverOf = new Map(plan.databases.map((d) => [d.database, d.server]));
   const globalsJobs = plan.globals.enabled
     ? plan.servers.map((server) => () => {
-        const through = databases.find((d) => d.status === 'succeeded' && plan.databases.find((p) => p.database === d.database)?.server === server);
+        const through = databases.find((d) => d.status === 'succeeded' && serverOf.get(d.database) === server);
         return globalsOf(server, through, plan, info.startTime, running, finishedOne);
       })
     : [];

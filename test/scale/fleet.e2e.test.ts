@@ -10,6 +10,7 @@ import { RepositoryRegistry } from '../../repository/registry.js';
 import type { FleetResult } from '../../workflows/fleet-input.js';
 import { statusQuery } from '../../workflows/runbook.js';
 import { runCli } from '../support/cli.js';
+import { procStat } from '../support/processes.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 
 // A fleet of 50 small databases and one broken one, on the real stack: every database is a
@@ -70,20 +71,18 @@ afterAll(async () => {
 
 /** pg_dump and pg_dumpall dumps whose parent is this process. */
 function dumpChildren(): number {
-  let n = 0;
-  for (const pid of readdirSync('/proc').filter((name) => /^\d+$/.test(name))) {
-    try {
-      // /proc/<pid>/stat: "pid (comm) state ppid ..."; comm may hold spaces, so read after the last ')'.
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+  return readdirSync('/proc')
+    .filter((name) => /^\d+$/.test(name))
+    .filter((pid) => {
+      const stat = procStat(pid);
+      if (!stat || stat.ppid !== process.pid || (stat.comm !== 'pg_dump' && stat.comm !== 'pg_dumpall')) return false;
       // `pg_dump --version` (choosing the client tools) is not a dump.
-      if ((comm === 'pg_dump' || comm === 'pg_dumpall') && ppid === process.pid && !readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes('--version')) n += 1;
-    } catch {
-      // The process ended between the listing and the read.
-    }
-  }
-  return n;
+      try {
+        return !readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes('--version');
+      } catch {
+        return false; // ended between the listing and the read
+      }
+    }).length;
 }
 
 /** The most intervals open at one instant. */

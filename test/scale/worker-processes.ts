@@ -1,9 +1,8 @@
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { WorkflowHandle } from '@temporalio/client';
 import type proto from '@temporalio/proto';
 import { startWorkerProcess, type WorkerProcess } from '../../bench/worker-process.js';
-import { freezeAfterIo } from '../support/processes.js';
+import { freezeAfterIo, procStat } from '../support/processes.js';
 
 // Several `pgrunbook worker` processes on one task queue, and the /proc and history lookups that
 // tell which of them ran (or runs) a step.
@@ -36,19 +35,9 @@ export function exited(worker: WorkerProcess): Promise<number | NodeJS.Signals> 
   return new Promise((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal!)));
 }
 
-function parentOf(pid: number): number | undefined {
-  try {
-    // /proc/<pid>/stat: "pid (comm) state ppid ..."; comm may hold spaces and parentheses.
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-  } catch {
-    return undefined;
-  }
-}
-
 /** The worker whose process tree holds `pid`, if any. */
 export function workerRunning(pid: number, workers: WorkerProcess[]): WorkerProcess | undefined {
-  for (let p: number | undefined = pid; p && p > 1; p = parentOf(p)) {
+  for (let p: number | undefined = pid; p && p > 1; p = procStat(p)?.ppid) {
     const worker = workers.find((w) => w.pid === p);
     if (worker) return worker;
   }

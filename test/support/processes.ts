@@ -17,6 +17,17 @@ export function processesMatching(argv: RegExp, env?: (environ: string[]) => boo
   }).map(Number);
 }
 
+/** A process's name and parent from /proc/<pid>/stat, or undefined once it has gone. */
+export function procStat(pid: number | string): { comm: string; ppid: number } | undefined {
+  try {
+    // "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split at the last ')'.
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return { comm: stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')), ppid: Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) };
+  } catch {
+    return undefined;
+  }
+}
+
 /** SIGSTOPs every process `find` returns once they have read `bytes` together; returns their pids. */
 export function freezeAfterRead(what: string, find: () => number[], bytes: number, timeoutMs = 90_000): Promise<number[]> {
   return freezeAfterIo(what, find, bytes, 'read', timeoutMs);
