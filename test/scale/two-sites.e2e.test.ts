@@ -9,6 +9,7 @@ import { startBackup } from '../../client/backup.js';
 import { startFleetBackup } from '../../client/fleet.js';
 import type { Config } from '../../config/schema.js';
 import { registerSecret } from '../../process/secrets.js';
+import { freePort } from '../../stack/ports.js';
 import { startPostgresCluster, type PostgresCluster } from '../../stack/postgres-cluster.js';
 import { runCli } from '../support/cli.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
@@ -27,6 +28,7 @@ let configPath: string;
 let workerA: WorkerProcess;
 let workerB: WorkerProcess;
 let queues: { control: string; a: string; b: string };
+let siteDatabases: Record<string, object>;
 
 beforeAll(async () => {
   [stack, siteB] = await Promise.all([startTestStack(), startPostgresCluster()]);
@@ -46,6 +48,7 @@ beforeAll(async () => {
     'beta-1': at(siteB, 'beta_1', 'SITE_B_PASSWORD', queues.b),
     'beta-2': at(siteB, 'beta_2', 'SITE_B_PASSWORD', queues.b),
   };
+  siteDatabases = databases;
   config = stack.config(databases);
   configPath = stack.writeConfig(databases);
   // Each site's worker gets its own site's password only: it must start without the other's.
@@ -138,4 +141,19 @@ describe('two sites: a task queue and a worker each', () => {
     expect(refused.stderr).toContain('--task-queue: task queue "site-c" is neither temporal.taskQueue nor any database\'s taskQueue');
     expect(refused.stderr).toContain(`HINT: task queues in this config: ${queues.control}, ${queues.a}, ${queues.b}`);
   });
+
+  it("a site's worker exports only its own databases' metrics", async () => {
+    const port = await freePort();
+    const withMetrics = stack.writeConfig(siteDatabases, { metrics: { enabled: true, host: '127.0.0.1', port, temporalRuntime: false } });
+    const logs = mkdtempSync(join(tmpdir(), 'pgrunbook-sites-metrics-'));
+    const worker = await startWorkerProcess(withMetrics, { ...process.env, SITE_B_PASSWORD: siteB.password }, join(logs, 'site-b-metrics.log'), queues.b, [], ['--task-queue', queues.b]);
+    try {
+      const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      const databases = [...new Set([...text.matchAll(/database="([^"]+)"/g)].map((m) => m[1]))].sort();
+      expect(databases).toEqual(['beta-1', 'beta-2']);
+    } finally {
+      await worker.stop();
+    }
+  }, 120_000);
 });
+
