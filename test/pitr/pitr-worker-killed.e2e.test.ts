@@ -7,7 +7,7 @@ import { decideApproval } from '../../client/restore.js';
 import { runTool } from '../../process/run.js';
 import { projectRoot } from '../../stack/binaries.js';
 import { statusQuery } from '../../workflows/runbook.js';
-import { freezeAfterRead, processesMatching, withKillableWorker } from '../support/processes.js';
+import { freezeAfterRead, processesMatching, procStat, withKillableWorker } from '../support/processes.js';
 import { PITR_CLUSTER, startArchivingCluster, type PitrSetup } from '../support/pitr.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 import { recoveredSql, rewriteConfig, serverNow, takeBaseBackup, waitForStatus } from './pitr-support.js';
@@ -82,8 +82,11 @@ describe('a worker killed with SIGKILL during a point-in-time restore', () => {
       const tarOf = new RegExp(`^tar\\0-x\\0-f\\0-\\0-C\\0${escape(join(pitr.dir, 'restores'))}/`);
       const frozen = await freezeAfterRead('tar', () => processesMatching(tarOf), 20 * 1024 * 1024);
       expect((await handle.query(statusQuery)).currentStep).toBe('extract');
+      // As root, tar runs under `runuser`, which stops itself when its child stops: it goes too,
+      // or it would stay behind stopped, holding tar's zombie, after the test.
+      const runusers = frozen.map((pid) => procStat(pid)?.ppid).filter((ppid): ppid is number => ppid !== undefined && procStat(ppid)?.comm === 'runuser');
       await kill();
-      for (const pid of frozen) process.kill(pid, 'SIGKILL');
+      for (const pid of [...frozen, ...runusers]) process.kill(pid, 'SIGKILL');
       restart();
 
       const waiting = await waitForStatus(handle, (s) => s.pendingDecision?.step === 'decide' || s.state !== 'running', 180_000);
